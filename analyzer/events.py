@@ -1,0 +1,44 @@
+"""What the analysis produces: one Event per tracked appearance of a face."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """One appearance of one person.
+
+    Times are milliseconds from the start of the video (presentation timestamps); the box
+    is the best face's box in pixels of the source frame (after rotation metadata is applied).
+    ``gender`` and ``gender_score`` are both ``None`` when no face of the appearance was
+    large and sharp enough to judge; ``gender_score`` is the confidence in ``gender``, 0-100.
+    """
+
+    event_key: str
+    start_ms: int
+    end_ms: int
+    best_frame_ms: int
+    x: int
+    y: int
+    w: int
+    h: int
+    det_score: float
+    gender: str | None
+    gender_score: float | None
+    age: int | None
+    face_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AnalysisResult:
+    """What the analysis step hands back to the runner."""
+
+    events: list[Event]
+    frames: int = 0  # sampled frames analysed
+    faces: int = 0  # face detections over all sampled frames
+    stats: dict[str, Any] = field(default_factory=dict)  # decode/throughput figures for the summary line
