@@ -1,0 +1,79 @@
+"""Logging: one JSON object per line in the container, readable text on a terminal.
+
+Every record carries the job's context (video_id, run_id, Batch job id), and any registered
+secret (the database password) is scrubbed from the final line, whatever logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+CONTEXT: dict[str, Any] = {}  # video_id, run_id, batch_job_id: added to every record
+_SECRETS: set[str] = set()
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s%(context)s"
+
+
+def register_secret(secret: str | None) -> None:
+    """Never print this string (e.g. the database password)."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def scrub(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in CONTEXT.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        shown = {k: v for k, v in CONTEXT.items() if v is not None}
+        record.context = " [" + " ".join(f"{k}={v}" for k, v in shown.items()) + "]" if shown else ""
+        return True
+
+
+class _ScrubbingJson(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class _ScrubbingText(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
+    """Send the package's logs to stderr as JSON lines or text (``auto``: text on a terminal)."""
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ContextFilter())
+    if use_json:
+        handler.setFormatter(
+            _ScrubbingJson(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                reserved_attrs=[*_RESERVED, "context"],
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(_ScrubbingText(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_RESERVED = [
+    "args", "created", "exc_info", "exc_text", "filename", "funcName", "levelno", "lineno",
+    "module", "msecs", "msg", "pathname", "process", "processName", "relativeCreated",
+    "stack_info", "thread", "threadName", "taskName",
+]

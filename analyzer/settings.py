@@ -1,0 +1,256 @@
+"""The job's settings: one frozen dataclass read from CLI flags, then the environment, then defaults.
+
+Every setting has an environment variable (what AWS Batch passes) and a CLI flag (for local
+runs); a flag wins over the environment. An invalid or missing value raises SettingsError
+with one line naming the setting. This module stays light (no torch, no boto3): it runs
+before the duplicate-run check, which must cost almost nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from analyzer.errors import SettingsError
+
+INT4_MAX = 2**31 - 1
+DEFAULT_MODEL_DIR = "weights"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read: its field, flag, environment variables and parser."""
+
+    field: str
+    flag: str
+    envs: tuple[str, ...]
+    parse: Callable[[str], Any]
+    default: Any = None
+    help: str = ""
+    required: bool = False
+
+
+def _video_id(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit():
+        raise ValueError(f"must be a positive integer, got {text!r}")
+    value = int(text)
+    if not 1 <= value <= INT4_MAX:
+        raise ValueError(f"must be between 1 and {INT4_MAX}, got {text}")
+    return value
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _database_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        raise ValueError("must look like postgresql://user:password@host:port/dbname")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    return text.strip()
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s):// URL")
+    return text.strip()
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("video_key", "input", ("VideoKey", "VIDEO_KEY"), _non_empty, required=True,
+         help="S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path"),
+    Spec("video_id", "--video-id", ("video_id", "VIDEO_ID"), _video_id, required=True,
+         help="positive integer id of the video (never derived from the key)"),
+    Spec("s3_bucket", "--bucket", ("S3_BUCKET",), _non_empty, help="bucket of a bare S3 key"),
+    Spec("s3_endpoint_url", "--s3-endpoint-url", ("S3_ENDPOINT_URL",), _http_url,
+         help="endpoint of an S3-compatible server"),
+    Spec("database_url", "--database-url", ("DATABASE_URL",), _database_url,
+         help="PostgreSQL URL; without it events go to JSON and a local file lock guards duplicates"),
+    Spec("batch_job_id", "--job-id", ("AWS_BATCH_JOB_ID",), _non_empty, help="AWS Batch job id"),
+    Spec("batch_attempt", "--job-attempt", ("AWS_BATCH_JOB_ATTEMPT",), _positive_int,
+         help="AWS Batch attempt number"),
+    Spec("batch_queue", "--job-queue", ("AWS_BATCH_JQ_NAME",), _non_empty, help="AWS Batch job queue"),
+    Spec("model_dir", "--model-dir", ("ANALYZER_MODEL_DIR",), Path, Path(DEFAULT_MODEL_DIR),
+         help="folder holding the model weights"),
+    Spec("sample_fps", "--sample-fps", ("ANALYZER_SAMPLE_FPS",), _non_negative_float, 5.0,
+         help="frames analysed per second of video; 0 = every frame"),
+    Spec("batch_size", "--batch-size", ("ANALYZER_BATCH_SIZE",), _positive_int, 32,
+         help="frames per GPU batch"),
+    Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice("retinaface", "yunet"),
+         "retinaface", help="face detector"),
+    Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
+         help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
+    Spec("decoder", "--decoder", ("ANALYZER_DECODER",), _choice("auto", "opencv", "pyav", "nvdec"),
+         "auto", help="video decoding backend"),
+    Spec("max_pixels", "--max-pixels", ("ANALYZER_MAX_PIXELS",), _positive_int, 3840 * 2160,
+         help="refuse videos with more pixels per frame"),
+    Spec("max_duration_s", "--max-duration", ("ANALYZER_MAX_DURATION_S",), _non_negative_float,
+         4 * 3600.0, help="refuse videos longer than this many seconds"),
+    Spec("min_face_px", "--min-face-px", ("ANALYZER_MIN_FACE_PX",), _non_negative_float, 40.0,
+         help="smallest face (px) whose gender and age are judged"),
+    Spec("min_sharpness", "--min-sharpness", ("ANALYZER_MIN_SHARPNESS",), _non_negative_float, None,
+         help="least sharpness of a face whose gender and age are judged (tracker default if unset)"),
+    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), _non_empty, "videos",
+         help="table checked for the video's row and key, when it exists"),
+    Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), _non_empty, "id"),
+    Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), _non_empty, "s3_key"),
+    Spec("json_path", "--json", ("ANALYZER_JSON",), Path, help="also write the events as JSON to FILE ('-' = stdout)"),
+    Spec("contact_sheet", "--contact-sheet", ("ANALYZER_CONTACT_SHEET",), Path,
+         help="write a PNG grid of each event's best face"),
+    Spec("force", "--force", ("ANALYZER_FORCE",), _flag, False,
+         help="re-analyse even if this input and model version already succeeded"),
+    Spec("lock_dir", "--lock-dir", ("ANALYZER_LOCK_DIR",), Path, Path(tempfile.gettempdir()),
+         help="folder of the local duplicate-run file locks (runs without DATABASE_URL)"),
+    Spec("heartbeat_interval", "--heartbeat-interval", ("ANALYZER_HEARTBEAT_INTERVAL",), _positive_float, 5.0,
+         help="seconds between heartbeats and lock checks"),
+    Spec("log_format", "--log-format", ("ANALYZER_LOG_FORMAT",), _choice("auto", "json", "text"), "auto",
+         help="json: one object per line; text: readable; auto: text on a terminal"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    video_key: str
+    video_id: int
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    database_url: str | None = None
+    batch_job_id: str | None = None
+    batch_attempt: int | None = None
+    batch_queue: str | None = None
+    model_dir: Path = Path(DEFAULT_MODEL_DIR)
+    sample_fps: float = 5.0
+    batch_size: int = 32
+    detector: str = "retinaface"
+    device: str = "auto"
+    decoder: str = "auto"
+    max_pixels: int = 3840 * 2160
+    max_duration_s: float = 4 * 3600.0
+    min_face_px: float = 40.0
+    min_sharpness: float | None = None
+    videos_table: str = "videos"
+    videos_id_column: str = "id"
+    videos_key_column: str = "s3_key"
+    json_path: Path | None = None
+    contact_sheet: Path | None = None
+    force: bool = False
+    lock_dir: Path = Path(tempfile.gettempdir())
+    heartbeat_interval: float = 5.0
+    log_format: str = "auto"
+
+    @property
+    def is_s3(self) -> bool:
+        """An s3:// URI, or a bare key with a bucket; anything else is a local path."""
+        return self.video_key.startswith("s3://") or self.s3_bucket is not None
+
+    @property
+    def s3_location(self) -> tuple[str, str]:
+        """(bucket, key) of an S3 input."""
+        if self.video_key.startswith("s3://"):
+            bucket, _, key = self.video_key.removeprefix("s3://").partition("/")
+            return bucket, key
+        return str(self.s3_bucket), self.video_key
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, each naming its environment variable; values stay raw strings."""
+    for spec in SPECS:
+        env = " / ".join(f"${e}" for e in spec.envs)
+        default = f"; default {spec.default}" if spec.default not in (None, False) else ""
+        help_text = f"{spec.help} [{env}{default}]".strip()
+        if spec.flag == "input":
+            parser.add_argument("input", nargs="?", help=help_text)
+        elif spec.parse is _flag:
+            parser.add_argument(spec.flag, dest=spec.field, action="store_const", const="true", help=help_text)
+        else:
+            parser.add_argument(spec.flag, dest=spec.field, metavar=spec.field.upper(), help=help_text)
+
+
+def _raw_value(spec: Spec, args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The raw text of a setting and where it came from (flag or variable name)."""
+    attr = "input" if spec.flag == "input" else spec.field
+    flag_value = getattr(args, attr, None)
+    if flag_value is not None:
+        return flag_value, spec.flag if spec.flag != "input" else "the input argument"
+    for name in spec.envs:
+        if name in env:
+            return env[name], name
+    return None, " / ".join(spec.envs)
+
+
+def resolve_one(spec: Spec, args: argparse.Namespace, env: Mapping[str, str], required: bool = False) -> Any:
+    """One setting's parsed value; raises SettingsError naming the flag or variable."""
+    raw, source = _raw_value(spec, args, env)
+    if raw is None:
+        if spec.required or required:
+            raise SettingsError(f"missing setting {source} ({spec.help})")
+        return spec.default
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting {source}: {exc}") from None
+
+
+def spec(field: str) -> Spec:
+    return next(s for s in SPECS if s.field == field)
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed flags and the environment; raises SettingsError naming the setting."""
+    env = os.environ if env is None else env
+    settings = Settings(**{s.field: resolve_one(s, args, env) for s in SPECS})
+    if settings.video_key.startswith("s3://") and not all(settings.s3_location):
+        raise SettingsError(f"invalid setting VideoKey: {settings.video_key!r} is not s3://bucket/key")
+    return settings

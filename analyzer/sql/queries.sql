@@ -1,0 +1,71 @@
+-- try_lock_video --
+-- Session-level lock held on the lock connection for the whole run.
+SELECT pg_try_advisory_lock(%(namespace)s, %(video_id)s) AS locked;
+
+-- unlock_video --
+SELECT pg_advisory_unlock(%(namespace)s, %(video_id)s) AS unlocked;
+
+-- lock_holder --
+-- application_name of the session holding a video's lock (it names the Batch job).
+SELECT a.application_name, a.pid
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = %(namespace)s AND l.objid = %(video_id)s AND l.objsubid = 2;
+
+-- lock_held_by --
+-- Whether the given backend still holds the video's lock (checked by the heartbeat).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = %(pid)s
+      AND classid = %(namespace)s AND objid = %(video_id)s AND objsubid = 2
+) AS held;
+
+-- get_analysis --
+SELECT video_id, run_id, status, input_fingerprint, model_version, batch_job_id
+FROM video_analyses WHERE video_id = %(video_id)s;
+
+-- begin_run --
+-- Claims the video for this run: a new run_id fences off every earlier run.
+INSERT INTO video_analyses AS va (video_id, run_id, status, batch_job_id, batch_attempt, input_key,
+                                  input_fingerprint, model_version, heartbeat_at, started_at)
+VALUES (%(video_id)s, %(run_id)s, 'running', %(batch_job_id)s, %(batch_attempt)s, %(input_key)s,
+        %(fingerprint)s, %(model_version)s, now(), now())
+ON CONFLICT (video_id) DO UPDATE SET
+    run_id = EXCLUDED.run_id, status = 'running', batch_job_id = EXCLUDED.batch_job_id,
+    batch_attempt = EXCLUDED.batch_attempt, input_key = EXCLUDED.input_key,
+    input_fingerprint = EXCLUDED.input_fingerprint, model_version = EXCLUDED.model_version,
+    heartbeat_at = now(), started_at = now(), finished_at = NULL,
+    frames = NULL, faces = NULL, events = NULL, error = NULL;
+
+-- heartbeat --
+UPDATE video_analyses SET heartbeat_at = now()
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s;
+
+-- fence --
+-- Locks the status row and returns its run id: the write goes ahead only if it is still ours.
+SELECT run_id FROM video_analyses WHERE video_id = %(video_id)s FOR UPDATE;
+
+-- upsert_event --
+INSERT INTO events AS e (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h,
+                         det_score, gender, gender_score, age, face_count, model_version)
+VALUES (%(video_id)s, %(event_key)s, %(start_ms)s, %(end_ms)s, %(best_frame_ms)s, %(x)s, %(y)s, %(w)s, %(h)s,
+        %(det_score)s, %(gender)s, %(gender_score)s, %(age)s, %(face_count)s, %(model_version)s)
+ON CONFLICT (video_id, event_key) DO UPDATE SET
+    start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, best_frame_ms = EXCLUDED.best_frame_ms,
+    box_x = EXCLUDED.box_x, box_y = EXCLUDED.box_y, box_w = EXCLUDED.box_w, box_h = EXCLUDED.box_h,
+    det_score = EXCLUDED.det_score, gender = EXCLUDED.gender, gender_score = EXCLUDED.gender_score,
+    age = EXCLUDED.age, face_count = EXCLUDED.face_count, model_version = EXCLUDED.model_version,
+    updated_at = now();
+
+-- delete_stale_events --
+-- Rows of this video that this run did not produce (e.g. from an older model) go.
+DELETE FROM events WHERE video_id = %(video_id)s AND NOT (event_key = ANY(%(event_keys)s));
+
+-- finish_run --
+UPDATE video_analyses
+SET status = %(status)s, finished_at = now(), heartbeat_at = now(),
+    frames = %(frames)s, faces = %(faces)s, events = %(events)s, error = %(error)s
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s;
+
+-- video_table_exists --
+SELECT to_regclass(%(table)s) IS NOT NULL AS present;

@@ -1,0 +1,37 @@
+"""Shared test set-up: paths to the real weights and media, a clean environment, service fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
+MODELS_DIR = SHARED / "models"
+MEDIA_DIR = SHARED / "media"
+
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.videos"]
+
+# Settings the worker reads from the environment: cleared so the developer's shell cannot leak in.
+_PROJECT_ENV = ("VideoKey", "VIDEO_KEY", "video_id", "VIDEO_ID", "S3_BUCKET", "S3_ENDPOINT_URL", "DATABASE_URL",
+                "AWS_BATCH_JOB_ID", "AWS_BATCH_JOB_ATTEMPT", "AWS_BATCH_JQ_NAME", "AWS_BATCH_JOB_ARRAY_INDEX",
+                "VIDEOS_TABLE", "VIDEOS_ID_COLUMN", "VIDEOS_KEY_COLUMN")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name in _PROJECT_ENV or name.startswith("ANALYZER_") and name != "ANALYZER_SHARED_DIR":
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return MEDIA_DIR

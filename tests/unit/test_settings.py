@@ -1,0 +1,91 @@
+"""Settings: every bad value gives its exit code and one line naming the setting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from analyzer import cli, settings
+from analyzer.db import mask_url, queries
+from analyzer.errors import ExitCode, SettingsError
+
+
+def _resolve(argv: list[str], env: dict[str, str]) -> settings.Settings:
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    return settings.resolve(parser.parse_args(argv), env)
+
+
+def test_environment_as_batch_passes_it():
+    s = _resolve([], {"VideoKey": "videos/1/a.mp4", "video_id": "84", "S3_BUCKET": "uploads",
+                      "AWS_BATCH_JOB_ID": "j-1", "AWS_BATCH_JOB_ATTEMPT": "2", "ANALYZER_SAMPLE_FPS": "2.5"})
+    assert (s.video_id, s.batch_job_id, s.batch_attempt, s.sample_fps) == (84, "j-1", 2, 2.5)
+    assert s.is_s3 and s.s3_location == ("uploads", "videos/1/a.mp4")
+
+
+def test_flags_win_over_environment_and_uppercase_names_work():
+    s = _resolve(["s3://b/k/v.mp4", "--video-id", "7"], {"VIDEO_KEY": "other", "VIDEO_ID": "8"})
+    assert (s.video_key, s.video_id, s.s3_location) == ("s3://b/k/v.mp4", 7, ("b", "k/v.mp4"))
+
+
+def test_local_path_without_bucket():
+    s = _resolve(["/tmp/x.mp4", "--video-id", "1"], {})
+    assert not s.is_s3
+
+
+BAD = [
+    ({"VideoKey": "k"}, "video_id", "missing"),
+    ({"VideoKey": "k", "video_id": "abc"}, "video_id", "positive integer"),
+    ({"VideoKey": "k", "video_id": "0"}, "video_id", "between 1 and"),
+    ({"VideoKey": "k", "video_id": "-5"}, "video_id", "positive integer"),
+    ({"VideoKey": "k", "video_id": "2147483648"}, "video_id", "between 1 and"),
+    ({"VideoKey": "k", "video_id": "2025.5"}, "video_id", "positive integer"),
+    ({"video_id": "1"}, "VideoKey", "missing"),
+    ({"VideoKey": "  ", "video_id": "1"}, "VideoKey", "empty"),
+    ({"VideoKey": "s3://bucket-only", "video_id": "1"}, "VideoKey", "s3://bucket/key"),
+    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "mysql://x@h/db"}, "DATABASE_URL", "postgresql://"),
+    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u:p@h:port/db"}, "DATABASE_URL", "port"),
+    ({"VideoKey": "k", "video_id": "1", "S3_ENDPOINT_URL": "localhost:9000"}, "S3_ENDPOINT_URL", "http"),
+    ({"VideoKey": "k", "video_id": "1", "ANALYZER_BATCH_SIZE": "0"}, "ANALYZER_BATCH_SIZE", "at least 1"),
+    ({"VideoKey": "k", "video_id": "1", "ANALYZER_SAMPLE_FPS": "-1"}, "ANALYZER_SAMPLE_FPS", ">= 0"),
+    ({"VideoKey": "k", "video_id": "1", "ANALYZER_DETECTOR": "mtcnn"}, "ANALYZER_DETECTOR", "one of"),
+]
+
+
+@pytest.mark.parametrize("env,name,reason", BAD, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_settings_raise_one_line_naming_the_setting(env, name, reason):
+    with pytest.raises(SettingsError) as info:
+        _resolve([], env)
+    assert name in str(info.value) and reason in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("env,name,reason", BAD[:6], ids=[b[1] + str(i) for i, b in enumerate(BAD[:6])])
+def test_cli_exits_with_bad_settings_code_and_one_json_line(env, name, reason, monkeypatch, capfd):
+    for key, value in {**env, "ANALYZER_LOG_FORMAT": "json"}.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["run"]) == ExitCode.BAD_SETTINGS
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["level"] == "ERROR" and name in record["message"] and record["exit_code"] == 2
+
+
+def test_mask_url_hides_the_password():
+    assert mask_url("postgresql://app:s3cr%40t@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert mask_url("postgresql://app@db/x") == "postgresql://app@db/x"
+
+
+def test_every_named_query_is_parsed():
+    assert {"try_lock_video", "fence", "upsert_event", "delete_stale_events", "finish_run"} <= set(queries())
+    statements = [line for q in queries().values() for line in q.splitlines() if not line.startswith("--")]
+    assert all(any(w in q for w in ("SELECT", "INSERT", "UPDATE", "DELETE")) for q in queries().values())
+    assert not any(line.startswith("-- ") for line in statements)
+
+
+def test_exit_code_table_in_readme_matches_the_enum():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} | `{code.name}` |" in readme, code
