@@ -1,0 +1,323 @@
+"""Tracker: linking synthetic faces into appearances and judging each one into an Event."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyzer.errors import SettingsError
+from analyzer.tracking import (
+    FEMALE,
+    MALE,
+    FrameFaces,
+    Tracker,
+    TrackerSettings,
+    clip_box,
+    greedy_assign,
+    median_age,
+    vote_gender,
+)
+
+WIDTH, HEIGHT = 1280, 720
+FRAME_MS = 200  # 5 sampled frames per second
+
+
+def face(cx: float, cy: float, side: float = 100.0, **attrs: float) -> dict:
+    """One synthetic face: a square box around (cx, cy) and its attributes (sharp, large, sure)."""
+    values = {"score": 0.99, "p_male": 0.9, "age": 30, "face_px": side, "sharpness": 200.0}
+    values.update(attrs)
+    values["box"] = [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+    return values
+
+
+def frame_faces(faces: list[dict]) -> FrameFaces:
+    if not faces:
+        return FrameFaces.empty()
+    return FrameFaces.from_arrays(
+        boxes=np.array([f["box"] for f in faces]),
+        scores=np.array([f["score"] for f in faces]),
+        p_male=np.array([f["p_male"] for f in faces]),
+        age=np.array([f["age"] for f in faces]),
+        face_px=np.array([f["face_px"] for f in faces]),
+        sharpness=np.array([f["sharpness"] for f in faces]),
+    )
+
+
+def track(frames: list[tuple[int, list[dict]]], settings: TrackerSettings | None = None):
+    tracker = Tracker(settings or TrackerSettings(), frame_width=WIDTH, frame_height=HEIGHT)
+    for timestamp_ms, faces in frames:
+        tracker.update(timestamp_ms, frame_faces(faces))
+    return tracker.finish()
+
+
+def still(n: int, start_ms: int = 0, **attrs: float) -> list[tuple[int, list[dict]]]:
+    """n sampled frames of one still face in the middle of the frame."""
+    return [(start_ms + i * FRAME_MS, [face(640, 360, **attrs)]) for i in range(n)]
+
+
+# -- linking --
+
+
+def test_two_people_crossing_keep_their_identity():
+    # A walks right, B walks left, 80 px per sampled frame; their boxes overlap while they
+    # pass. At 1000 ms A's new face is nearer B's last box than its own: only the motion
+    # prediction keeps them apart.
+    frames = []
+    for i in range(11):
+        a = face(100 + 80 * i, 300, p_male=0.95, age=30)
+        b = face(860 - 80 * i, 320, p_male=0.05, age=60)
+        frames.append((i * FRAME_MS, [a, b]))
+    events = track(frames)
+    assert len(events) == 2
+    by_gender = {e.gender: e for e in events}
+    assert set(by_gender) == {MALE, FEMALE}
+    for event in events:
+        assert event.face_count == 11
+        assert (event.start_ms, event.end_ms) == (0, 2000)
+        assert event.gender_score == 95.0  # every face agreed: no swap happened
+    assert by_gender[MALE].age == 30 and by_gender[FEMALE].age == 60
+
+
+def test_gap_shorter_than_max_gap_is_bridged():
+    frames = still(3) + still(3, start_ms=400 + 1000)  # 1000 ms without a face == max_gap_ms
+    events = track(frames)
+    assert len(events) == 1
+    assert (events[0].start_ms, events[0].end_ms, events[0].face_count) == (0, 1800, 6)
+
+
+def test_gap_longer_than_max_gap_splits_the_appearance():
+    frames = still(3) + still(3, start_ms=400 + 1200)
+    events = track(frames)
+    assert [(e.start_ms, e.end_ms) for e in events] == [(0, 400), (1600, 2000)]
+
+
+def test_gap_is_bridged_along_the_motion():
+    # A man moving 60 px per frame is missed for 3 frames; meanwhile a woman appears where
+    # he was last seen. The prediction follows him 240 px on and leaves her a track of her own.
+    frames = [(i * FRAME_MS, [face(200 + 60 * i, 360, p_male=0.9)]) for i in (0, 1, 2, 3)]
+    for i in (7, 8):
+        frames.append((i * FRAME_MS, [face(200 + 60 * i, 360, p_male=0.9), face(380, 360, p_male=0.1)]))
+    events = track(frames)
+    assert [(e.start_ms, e.end_ms, e.face_count, e.gender, e.gender_score) for e in events] == [
+        (0, 1600, 6, MALE, 90.0),
+        (1400, 1600, 2, FEMALE, 90.0),
+    ]
+
+
+def test_far_or_very_different_faces_start_new_appearances():
+    frames = [
+        (0, [face(200, 360)]),
+        (200, [face(200, 360)]),
+        (400, [face(900, 360)]),
+        (600, [face(900, 360)]),
+    ]
+    assert len(track(frames)) == 2
+    frames = [(0, [face(640, 360, side=60)]), (200, [face(640, 360, side=60)])]
+    frames += [(400, [face(640, 360, side=200)]), (600, [face(640, 360, side=200)])]
+    assert len(track(frames)) == 2  # size changed 3.3x: another person in front
+
+
+def test_single_face_is_dropped_as_noise():
+    frames = still(4) + [(800, [face(640, 360), face(100, 100)])]
+    events = track(frames)
+    assert len(events) == 1 and events[0].face_count == 5
+
+
+def test_single_sampled_frame_keeps_its_faces():
+    events = track([(0, [face(300, 300), face(900, 300)])])
+    assert len(events) == 2 and all(e.face_count == 1 for e in events)
+
+
+def test_min_faces_one_keeps_every_face():
+    frames = still(4) + [(800, [face(640, 360), face(100, 100)])]
+    assert len(track(frames, TrackerSettings(min_faces=1))) == 2
+
+
+def test_greedy_assign_takes_best_pairs_once():
+    affinity = np.array([[1.5, 1.4], [1.45, -np.inf], [-np.inf, -np.inf]])
+    assert sorted(greedy_assign(affinity)) == [(0, 0)]  # row 1 wants column 0 only, taken
+    affinity = np.array([[0.5, 1.0], [0.9, 0.2]])
+    assert sorted(greedy_assign(affinity)) == [(0, 1), (1, 0)]
+    assert greedy_assign(np.full((2, 2), -np.inf)) == []
+
+
+# -- judging --
+
+
+def test_tiny_face_gives_null_gender_score_and_age():
+    events = track(still(5, face_px=20.0, side=20.0))
+    assert len(events) == 1
+    event = events[0]
+    assert event.gender is None and event.gender_score is None and event.age is None
+
+
+def test_blurred_face_gives_null_gender_score_and_age():
+    (event,) = track(still(5, sharpness=2.0))
+    assert (event.gender, event.gender_score, event.age) == (None, None, None)
+
+
+def test_only_judgeable_faces_vote_and_give_age():
+    frames = still(3, p_male=0.02, age=80, face_px=20.0)  # tiny, female, old: ignored
+    frames += still(2, start_ms=600, p_male=0.8, age=40, sharpness=3.0)  # blurred: ignored
+    frames += still(3, start_ms=1000, p_male=0.7, age=25)
+    (event,) = track(frames)
+    assert event.face_count == 8
+    assert (event.gender, event.gender_score, event.age) == (MALE, 70.0, 25)
+    assert event.best_frame_ms == 1000  # the first judgeable face; later ones are no better
+
+
+@pytest.mark.parametrize(
+    ("p_male", "weights", "expected"),
+    [
+        ([0.55], [1.0], (MALE, 55.0)),  # one barely-decided face is not 100 % sure
+        ([0.0, 0.0], [0.9, 0.95], (FEMALE, 100.0)),
+        ([0.9, 0.9, 0.1], [1.0, 1.0, 1.0], (MALE, 63.3)),  # disagreement lowers the score
+        ([0.9, 0.2], [1.0, 0.5], (MALE, 66.7)),  # detector score weighs the vote
+        ([0.9, 0.2], [0.2, 1.0], (FEMALE, 68.3)),
+        ([0.8, 0.2], [1.0, 1.0], (None, None)),  # exact tie: no guess
+        ([], [], (None, None)),
+    ],
+)
+def test_vote_gender(p_male, weights, expected):
+    assert vote_gender(np.array(p_male, dtype=float), np.array(weights, dtype=float)) == expected
+
+
+def test_gender_score_is_null_or_above_50_with_gender_null_together():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        k = int(rng.integers(0, 6))
+        gender, score = vote_gender(rng.random(k), rng.random(k) * 0.5 + 0.5)
+        assert (gender is None) == (score is None)
+        assert score is None or 50.0 <= score <= 100.0
+
+
+@pytest.mark.parametrize(
+    ("ages", "expected"), [([30, 40, 50, 90], 45), ([30, 41], 36), ([7], 7), ([20, 21, 70], 21), ([], None)]
+)
+def test_median_age(ages, expected):
+    assert median_age(np.array(ages, dtype=np.int64)) == expected
+
+
+def test_best_face_is_large_sharp_and_confident():
+    frames = [
+        (0, [face(640, 360, side=60, face_px=60.0, score=0.95)]),
+        (200, [face(640, 360, side=90, face_px=90.0, score=0.99, sharpness=300.0)]),
+        (400, [face(640, 360, side=90, face_px=90.0, score=0.99, sharpness=20.0)]),  # softer
+        (600, [face(640, 360, side=95, face_px=95.0, score=0.80)]),  # less sure
+    ]
+    (event,) = track(frames)
+    assert event.best_frame_ms == 200 and event.det_score == 0.99
+    assert (event.x, event.y, event.w, event.h) == (595, 315, 90, 90)
+
+
+# -- boxes, keys, order --
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ([10.2, 20.7, 50.1, 60.0], (10, 20, 41, 40)),
+        ([-30.0, -5.0, 40.0, 30.0], (0, 0, 40, 30)),
+        ([1250.0, 700.0, 1330.0, 780.0], (1250, 700, 30, 20)),
+        ([1400.0, 800.0, 1500.0, 900.0], (1279, 719, 1, 1)),  # wholly outside: one pixel at the edge
+        ([100.0, 100.0, 100.0, 100.0], (100, 100, 1, 1)),  # degenerate
+    ],
+)
+def test_clip_box_inside_frame_and_non_empty(box, expected):
+    assert clip_box(np.array(box), WIDTH, HEIGHT) == expected
+
+
+def test_event_boxes_lie_inside_the_frame():
+    frames = [(i * FRAME_MS, [face(10, 10, side=80), face(1275, 715, side=80)]) for i in range(3)]
+    for event in track(frames):
+        assert event.w >= 1 and event.h >= 1
+        assert event.x >= 0 and event.x + event.w <= WIDTH
+        assert event.y >= 0 and event.y + event.h <= HEIGHT
+
+
+def test_events_sorted_with_deterministic_unique_keys():
+    frames = [(0, [face(900, 300)]), (200, [face(900, 300)])]
+    frames += [(400, [face(300, 300), face(300, 300, side=40, face_px=40.0)])]  # same centre, two sizes
+    frames += [(600, [face(300, 300), face(300, 300, side=40, face_px=40.0)])]
+    first = track(frames)
+    second = track(frames)
+    assert first == second
+    assert [e.start_ms for e in first] == sorted(e.start_ms for e in first)
+    keys = [e.event_key for e in first]
+    assert keys == ["000000000-896-296", "000000400-296-296", "000000400-296-296-2"]
+
+
+def test_key_ignores_float_noise_in_the_box():
+    frames = still(3)
+    noisy = [(t, [dict(f, box=[v + 0.01 for v in f["box"]]) for f in faces]) for t, faces in frames]
+    assert track(frames)[0].event_key == track(noisy)[0].event_key
+
+
+def test_thumbnails_follow_event_keys():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    tracker = Tracker(TrackerSettings(), frame_width=WIDTH, frame_height=HEIGHT)
+    for i in range(3):
+        tracker.update(i * FRAME_MS, frame_faces([face(300, 300, side=100 + 10 * i)]), image)
+    (event,) = tracker.finish()
+    thumb = tracker.thumbnails[event.event_key]
+    assert event.best_frame_ms == 400
+    assert thumb.shape == (180, 180, 3)  # 120 px box plus 25 % margin each side, copied
+    assert np.array_equal(thumb, image[210:390, 210:390])
+
+
+def test_scene_cut_ends_every_track():
+    # The same place in two shots: a dark blue stage, then a warm-lit audience.
+    stage = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    stage[:] = (120, 40, 20)
+    audience = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    audience[:] = (40, 120, 200)
+    settings = TrackerSettings()
+    tracker = Tracker(settings, frame_width=WIDTH, frame_height=HEIGHT)
+    for i, image in enumerate([stage, stage, stage, audience, audience]):
+        tracker.update(i * FRAME_MS, frame_faces([face(640, 360)]), image)
+    assert [(e.start_ms, e.end_ms) for e in tracker.finish()] == [(0, 400), (600, 800)]
+    assert tracker.scene_cuts == 1
+
+    tracker = Tracker(TrackerSettings(scene_cut_correlation=0.0), frame_width=WIDTH, frame_height=HEIGHT)
+    for i, image in enumerate([stage, stage, stage, audience, audience]):
+        tracker.update(i * FRAME_MS, frame_faces([face(640, 360)]), image)
+    assert len(tracker.finish()) == 1
+
+
+# -- contract checks --
+
+
+def test_frame_faces_rejects_mismatched_arrays():
+    with pytest.raises(ValueError, match="scores"):
+        FrameFaces.from_arrays(
+            np.zeros((2, 4)), np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
+        )
+    with pytest.raises(ValueError, match="boxes"):
+        FrameFaces.from_arrays(
+            np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
+        )
+    with pytest.raises(ValueError, match="p_male"):
+        FrameFaces.from_arrays(
+            np.zeros((1, 4)), np.ones(1), np.full(1, 1.5), np.ones(1), np.ones(1), np.ones(1)
+        )
+    assert len(FrameFaces.empty()) == 0
+
+
+def test_tracker_rejects_time_going_back_and_wrong_frames():
+    tracker = Tracker(TrackerSettings(), frame_width=WIDTH, frame_height=HEIGHT)
+    tracker.update(200, FrameFaces.empty())
+    with pytest.raises(ValueError, match="increase"):
+        tracker.update(200, FrameFaces.empty())
+    with pytest.raises(ValueError, match="expects"):
+        tracker.update(400, FrameFaces.empty(), np.zeros((10, 10, 3), np.uint8))
+    assert tracker.finish() == []
+    with pytest.raises(RuntimeError):
+        tracker.update(600, FrameFaces.empty())
+
+
+def test_invalid_settings_raise_settings_error():
+    with pytest.raises(SettingsError, match="min_faces"):
+        TrackerSettings(min_faces=0)
+    with pytest.raises(SettingsError, match="min_iou"):
+        TrackerSettings(min_iou=0.0)
