@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from analyzer import errors, logs, settings
@@ -28,7 +29,29 @@ def _run(args: argparse.Namespace) -> int:
         from urllib.parse import urlsplit
 
         logs.register_secret(urlsplit(s.database_url).password)
-    return int(Job(s, analyze=args.analyze).run())
+    job = Job(s, analyze=args.analyze)
+    started = time.monotonic()
+    try:
+        code = job.run()
+    except errors.AnalyzerError as exc:
+        _emit_metrics(s, job.summary | {"outcome": "failed"}, int(exc.exit_code), time.monotonic() - started)
+        raise
+    _emit_metrics(s, job.summary, int(code), time.monotonic() - started)
+    return int(code)
+
+
+def _emit_metrics(s: settings.Settings, summary: dict, exit_code: int, seconds: float) -> None:
+    """One CloudWatch EMF line per run, in AWS Batch only (locally stdout carries the events)."""
+    if not s.batch_job_id:
+        return
+    from analyzer.metrics import emit_run_metrics
+
+    outcome = {"already_done": "duplicate"}.get(str(summary["outcome"]), str(summary["outcome"]))
+    emit_run_metrics(outcome, exit_code, queue=s.batch_queue, frames=summary.get("frames"),
+                     faces=summary.get("faces"), events=summary.get("events"), seconds=round(seconds, 3),
+                     realtime_factor=summary.get("realtime_factor"),
+                     properties={"video_id": s.video_id, "batch_job_id": s.batch_job_id,
+                                 "run_id": logs.CONTEXT.get("run_id")})
 
 
 def _job_environment() -> dict[str, str]:

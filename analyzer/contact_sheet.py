@@ -51,6 +51,7 @@ def write_contact_sheet(
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"cannot encode the contact sheet for {path} as PNG")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(encoded.tobytes())
     log.info("contact sheet: %s events written to %s", len(events), path)
 

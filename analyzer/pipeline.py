@@ -1,0 +1,102 @@
+"""The analysis step: a video file in, one Event per tracked appearance out.
+
+probe (limits checked before decoding) -> FrameBatcher (a producer thread decodes and samples
+frames into fixed-size batches) -> FaceAnalyzer (detection, alignment, gender/age for the whole
+batch on the device) -> Tracker (faces linked across sampled frames) -> Events.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyzer.contact_sheet import write_contact_sheet
+from analyzer.decode import DecodeLimits, FrameBatch, FrameBatcher, probe
+from analyzer.errors import InfrastructureError, UndecodableVideo
+from analyzer.events import AnalysisResult
+from analyzer.progress import Progress
+from analyzer.settings import Settings
+from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
+from models.face_analyzer import FaceAnalyzer, FaceBatch
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 2  # fewer is a still image in a video container, not a video
+
+
+def tracker_settings(settings: Settings) -> TrackerSettings:
+    base = TrackerSettings(min_face_px=settings.min_face_px)
+    return base if settings.min_sharpness is None else replace(base, min_sharpness=settings.min_sharpness)
+
+
+def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResult:
+    """Analyse one local video file; ``control.check()`` between batches raises to stop early."""
+    started = time.monotonic()
+    limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
+    info = probe(path, limits, name=settings.video_key)
+    try:
+        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device)
+        tracker = Tracker(tracker_settings(settings), info.width, info.height)
+        progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
+        batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=settings.batch_size,
+                               backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
+        faces = 0
+        with batcher:
+            for batch in batcher:
+                found = faces_model.analyze(batch.frames)
+                faces += len(found)
+                _track(tracker, batch, found)
+                progress.update(int(batch.timestamps_ms[-1]), len(batch))
+                control.check()
+        progress.close()
+        if batcher.stats.covered < MIN_FRAMES:
+            raise UndecodableVideo(f"video {settings.video_key}: {batcher.stats.covered} decodable frame(s);"
+                                   f" a video needs at least {MIN_FRAMES}")
+        events = tracker.finish()
+    except torch.cuda.OutOfMemoryError as exc:
+        raise InfrastructureError(f"video {settings.video_id}: CUDA out of memory ({exc})".splitlines()[0]) from exc
+    if settings.contact_sheet is not None:
+        write_contact_sheet(settings.contact_sheet, events, tracker.thumbnails, title=str(settings.video_key))
+    wall = time.monotonic() - started
+    stats = _summary(batcher, faces_model, info.duration_ms, wall)
+    return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
+
+
+def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch) -> None:
+    """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection, thumbnails)."""
+    frames = batch.frames
+    if isinstance(frames, torch.Tensor):  # NVDEC: frames are on the GPU
+        frames = frames.cpu().numpy()
+    for i, timestamp in enumerate(batch.timestamps_ms):
+        mine = found.for_frame(i)
+        tracker.update(int(timestamp), FrameFaces.from_arrays(mine.boxes, mine.scores, mine.p_male, mine.age,
+                                                              mine.face_px, mine.sharpness), frame=frames[i])
+
+
+def _summary(batcher: FrameBatcher, faces_model: FaceAnalyzer, duration_ms: int, wall: float) -> dict[str, Any]:
+    """Figures for the final summary line: throughput, real-time factor, peak memory."""
+    stats = batcher.stats.as_dict()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    summary = {
+        "decoder": stats["backend"],
+        "frames_decoded": stats["decoded"],
+        "frames_corrupt": stats["corrupt"],
+        "device": str(faces_model.device),
+        "model_version": faces_model.model_version,
+        "wall_s": round(wall, 3),
+        "decode_s": round(stats.get("decode_s", 0.0), 3),
+        "frames_per_s": round(stats["sampled"] / wall, 2) if wall > 0 else None,
+        "realtime_factor": round(duration_ms / 1000 / wall, 2) if wall > 0 and duration_ms else None,
+        "peak_rss_mib": round(rss_kib / 1024 if sys.platform != "darwin" else rss_kib / 2**20, 1),
+    }
+    if faces_model.device.type == "cuda":
+        summary["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(faces_model.device) / 2**20, 1)
+    return summary
