@@ -30,6 +30,26 @@ from models.face_analyzer import FaceAnalyzer, FaceBatch
 log = logging.getLogger(__name__)
 
 MIN_FRAMES = 2  # fewer is a still image in a video container, not a video
+QUEUE_SIZE = 2  # decoded batches waiting for the GPU
+BATCHES_IN_FLIGHT = QUEUE_SIZE + 2  # queued, being filled by the decoder, being analysed
+
+
+def fit_batch_size(batch_size: int, width: int, height: int, host_buffer_mb: int) -> int:
+    """The batch size, lowered so that the decoded frames in flight fit the host-memory cap."""
+    frame_bytes = width * height * 3
+    fitting = max(1, host_buffer_mb * 2**20 // (frame_bytes * BATCHES_IN_FLIGHT))
+    if fitting < batch_size:
+        log.info("batch size %d -> %d: %dx%d frames must fit --host-buffer-mb %d", batch_size, fitting,
+                 width, height, host_buffer_mb)
+    return min(batch_size, fitting)
+
+
+def cap_gpu_memory(device: torch.device, limit_mb: int) -> None:
+    """Make the caching allocator refuse to grow past ``limit_mb`` (an OOM is then retryable)."""
+    if device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_mb * 2**20 / total), device)
 
 
 def tracker_settings(settings: Settings) -> TrackerSettings:
@@ -44,9 +64,11 @@ def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResul
     info = probe(path, limits, name=settings.video_key)
     try:
         faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device)
+        cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
+        batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
-        batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=settings.batch_size,
+        batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
                                backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
         faces = 0
         with batcher:

@@ -142,6 +142,10 @@ SPECS: tuple[Spec, ...] = (
          help="smallest face (px) whose gender and age are judged"),
     Spec("min_sharpness", "--min-sharpness", ("ANALYZER_MIN_SHARPNESS",), _non_negative_float, None,
          help="least sharpness of a face whose gender and age are judged (tracker default if unset)"),
+    Spec("gpu_memory_mb", "--gpu-memory-mb", ("ANALYZER_GPU_MEMORY_MB",), _positive_int, 8192,
+         help="cap on this process's CUDA memory (MiB); exceeding it is a retryable CUDA OOM"),
+    Spec("host_buffer_mb", "--host-buffer-mb", ("ANALYZER_HOST_BUFFER_MB",), _positive_int, 1024,
+         help="cap on decoded frames held in host memory (MiB); lowers the batch size for large frames"),
     Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), _non_empty, "videos",
          help="table checked for the video's row and key, when it exists"),
     Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), _non_empty, "id"),
@@ -180,6 +184,8 @@ class Settings:
     max_duration_s: float = 4 * 3600.0
     min_face_px: float = 40.0
     min_sharpness: float | None = None
+    gpu_memory_mb: int = 8192
+    host_buffer_mb: int = 1024
     videos_table: str = "videos"
     videos_id_column: str = "id"
     videos_key_column: str = "s3_key"

@@ -96,15 +96,15 @@ def make_long_video(source: Path, target: Path, min_seconds: float = BENCH_MIN_S
     return target
 
 
-def bench_video(name: str) -> BenchVideo:
-    """The cached long video ``name`` ("1080p" or "360p"), made if missing."""
+def bench_video(name: str, min_seconds: float = BENCH_MIN_SECONDS) -> BenchVideo:
+    """The cached long video ``name`` ("1080p" or "360p"), made if missing (shorter ones for CPU runs)."""
     source = MEDIA_DIR / SOURCES[name]
     if not source.is_file():
         pytest.fail(f"test media missing: {source} (set ANALYZER_SHARED_DIR)")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    target = cache_dir() / f"{name}-{digest}-{int(BENCH_MIN_SECONDS)}s-{PRESET}-crf{CRF}.mp4"
+    target = cache_dir() / f"{name}-{digest}-{int(min_seconds)}s-{PRESET}-crf{CRF}.mp4"
     if not target.is_file():
-        make_long_video(source, target)
+        make_long_video(source, target, min_seconds)
     return _describe(name, target)
 
 

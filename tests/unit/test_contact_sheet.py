@@ -115,9 +115,15 @@ def test_many_events_wrap_into_rows():
     assert three_rows.shape[0] > 2 * one_row.shape[0] - HEADER_PX
 
 
-def test_write_into_missing_folder_raises(tmp_path):
+def test_write_creates_missing_folders(tmp_path):
+    write_contact_sheet(tmp_path / "no" / "such" / "sheet.png", [], {})
+    assert (tmp_path / "no" / "such" / "sheet.png").stat().st_size > 0
+
+
+def test_unwritable_path_raises(tmp_path):
+    (tmp_path / "taken").mkdir()
     with pytest.raises(OSError):
-        write_contact_sheet(tmp_path / "no" / "such" / "sheet.png", [], {})
+        write_contact_sheet(tmp_path / "taken", [], {})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,124 @@
+"""The full pipeline against its floor (decoding alone) and against a per-frame baseline.
+
+For each (video, decoder), one test measures, in the same run and on the same video:
+
+- ``decode``: the FrameBatcher alone at the default 5 samples/s (the floor: the worker cannot
+  be faster than reading the frames);
+- ``pipeline``: ``analyze_video`` (prefetch thread, batched detection and classification, tracker);
+- ``per_frame``: the same models called one frame at a time, decoding in the same thread, no
+  prefetch (what a naive worker does);
+
+and prints pipeline/decode and pipeline/per-frame throughput ratios, the real-time factor, and
+peak host RSS / GPU memory. On CUDA the videos are the >= 60-s ones; on CPU 10-s cuts keep the
+run short (``ANALYZER_BENCH_SECONDS`` overrides).
+
+Run:  pytest benchmarks/test_bench_pipeline.py
+      taskset -c 0-3 pytest benchmarks/test_bench_pipeline.py    (4 CPUs, as on a g5.xlarge)
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from analyzer.decode import TimestampSampler, iter_batches, probe
+from analyzer.nvdec import unavailable_reason
+from analyzer.pipeline import analyze_video, tracker_settings
+from analyzer.settings import Settings
+from analyzer.tracking import FrameFaces, Tracker
+from benchmarks.conftest import bench_video
+from models.face_analyzer import FaceAnalyzer
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared")) / "models"
+CUDA = torch.cuda.is_available()
+SECONDS = float(os.environ.get("ANALYZER_BENCH_SECONDS", "60" if CUDA else "10"))
+RESULTS: dict[str, list[str]] = {}
+
+
+class _NoStop:
+    def check(self) -> None:
+        pass
+
+
+def _settings(path: Path, decoder: str) -> Settings:
+    return Settings(video_key=str(path), video_id=1, model_dir=MODELS_DIR, decoder=decoder, log_format="json")
+
+
+def _decode_only(path: Path, decoder: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    batcher = iter_batches(path, sample_fps=5.0, batch_size=32, backend=decoder)
+    sampled = sum(len(batch) for batch in batcher)
+    if CUDA:
+        torch.cuda.synchronize()
+    return sampled, time.perf_counter() - started
+
+
+def _per_frame(path: Path, model: FaceAnalyzer, settings: Settings) -> tuple[int, float]:
+    """One frame at a time: decode (OpenCV, same thread), analyse a batch of one, track."""
+    info = probe(path)
+    tracker = Tracker(tracker_settings(settings), info.width, info.height)
+    sampler = TimestampSampler(settings.sample_fps)
+    capture = cv2.VideoCapture(str(path))
+    started, frames = time.perf_counter(), 0
+    while capture.grab():
+        timestamp = int(round(capture.get(cv2.CAP_PROP_POS_MSEC)))
+        if not sampler.due(timestamp):
+            continue
+        sampler.keep(timestamp)
+        ok, frame = capture.retrieve()
+        faces = model.analyze(frame[None])
+        tracker.update(timestamp, FrameFaces.from_arrays(faces.boxes, faces.scores, faces.p_male, faces.age,
+                                                         faces.face_px, faces.sharpness), frame=frame)
+        frames += 1
+    tracker.finish()
+    return frames, time.perf_counter() - started
+
+
+DECODERS = ["opencv", "pyav"] + (["nvdec"] if CUDA else [])
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("video_name", ["1080p", "360p"])
+def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, decoder):
+    if decoder == "nvdec" and (reason := unavailable_reason("h264")):
+        pytest.skip(reason)
+    video = bench_video(video_name, SECONDS)
+    settings = _settings(video.path, decoder)
+    analyze_video(bench_video("360p", 10).path, _settings(video.path, decoder), _NoStop())  # warm-up: CUDA, kernels
+    if CUDA:
+        torch.cuda.reset_peak_memory_stats()
+
+    decoded, decode_s = _decode_only(video.path, decoder)
+    result = benchmark.pedantic(analyze_video, args=(video.path, settings, _NoStop()), rounds=1, iterations=1)
+    pipeline_s = result.stats["wall_s"]
+    baseline_frames, baseline_s = (0, 0.0)
+    if decoder == "opencv":
+        baseline_frames, baseline_s = _per_frame(video.path, FaceAnalyzer(MODELS_DIR, device="auto"), settings)
+
+    fps = result.frames / pipeline_s
+    row = {
+        "decode_fps": round(decoded / decode_s, 1),
+        "pipeline_fps": round(fps, 1),
+        "pipeline_over_decode": round(decode_s / pipeline_s, 3),
+        "realtime_factor": round(video.duration_s / pipeline_s, 2),
+        "per_frame_fps": round(baseline_frames / baseline_s, 2) if baseline_s else None,
+        "pipeline_over_per_frame": round(fps / (baseline_frames / baseline_s), 2) if baseline_s else None,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_gpu_mib": result.stats.get("peak_gpu_mib"),
+        "events": len(result.events),
+    }
+    benchmark.extra_info.update(row)
+    device = torch.cuda.get_device_name() if CUDA else "CPU"
+    cpus = len(os.sched_getaffinity(0))
+    RESULTS[f"{video_name} {decoder}"] = [
+        f"{video_name:6} {decoder:7} {device} {cpus} CPUs, {video.duration_s:.0f} s video, 5 samples/s: "
+        + ", ".join(f"{k}={v}" for k, v in row.items())
+    ]
+    bench_summary["pipeline vs decode-only vs per-frame"] = [line for lines in RESULTS.values() for line in lines]
