@@ -1,0 +1,273 @@
+"""Which weight files the models use, where they come from, and how they are checked and loaded.
+
+Every file is pinned by sha256. ``load_weights`` refuses a missing or altered file with one line
+naming the fix (``analyzer models fetch``); ``fetch`` fills a model directory from a local folder
+or from the upstream repositories (pinned commits), checking every hash.
+
+The gender-age weights are published upstream only as an MXNet ``.params`` file; ``fetch``
+converts it to the ``.pth`` used here (same tensors, saved with ``torch.save`` in a fixed order,
+which reproduces the pinned file byte for byte with torch 2.13).
+
+This module imports torch and numpy only inside the functions that need them, so that
+``model_version`` stays cheap (the runner calls it before it takes the video's lock).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from analyzer.errors import InfrastructureError, WeightsError
+
+__all__ = ["ModelConfig", "MODELS", "DETECTORS", "load_weights", "verify_file", "fetch", "model_version"]
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT = 60.0  # seconds per HTTP request
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One weights file and the conventions its network expects.
+
+    file: name inside the model directory; sha256: of the whole file.
+    url: upstream download (a pinned commit); url_sha256: hash of what ``url`` serves when it is
+        not ``file`` itself (then ``convert`` turns the download into ``file``).
+    input: colour order, value range, normalisation and size the network takes.
+    licence: short licence note (see README).
+    """
+
+    name: str
+    role: str  # "detection" or "genderage"
+    file: str
+    sha256: str
+    url: str
+    input: str
+    licence: str
+    url_sha256: str | None = None
+    convert: Callable[[Path, Path], None] | None = None
+
+
+def convert_mxnet_params(source: Path, target: Path) -> None:
+    """Write the tensors of an MXNet NDArray-list ``.params`` file as a torch state dict.
+
+    Layout (little endian): u64 magic 0x112, u64 reserved, u64 count; per array u32 magic
+    0xF993FAC9, i32 storage type (0 = dense), u32 ndim, ndim x i64 dims, i32 device type,
+    i32 device id, i32 dtype (0 = float32), raw data; then u64 count and u64-length-prefixed
+    names with ``arg:``/``aux:`` prefixes. The names lose the prefix; ``arg:`` tensors come
+    first, each group sorted by name.
+    """
+    import numpy as np
+    import torch
+
+    data = source.read_bytes()
+    offset = 0
+
+    def read(fmt: str) -> tuple[Any, ...]:
+        nonlocal offset
+        values = struct.unpack_from("<" + fmt, data, offset)
+        offset += struct.calcsize("<" + fmt)
+        return values
+
+    magic, _reserved, count = read("QQQ")
+    if magic != 0x112:
+        raise WeightsError(f"{source}: not an MXNet .params file (magic {magic:#x})")
+    arrays = []
+    for _ in range(count):
+        array_magic, storage, ndim = read("IiI")
+        if array_magic != 0xF993FAC9 or storage != 0:
+            raise WeightsError(f"{source}: unsupported MXNet array (magic {array_magic:#x}, storage {storage})")
+        dims = read(f"{ndim}q")
+        _dev_type, _dev_id, dtype_flag = read("iii")
+        if dtype_flag != 0:
+            raise WeightsError(f"{source}: unsupported MXNet dtype {dtype_flag} (float32 expected)")
+        size = int(np.prod(dims))
+        arrays.append(np.frombuffer(data, "<f4", size, offset).reshape(dims).copy())
+        offset += 4 * size
+    (name_count,) = read("Q")
+    names = []
+    for _ in range(name_count):
+        (length,) = read("Q")
+        names.append(data[offset : offset + length].decode("utf-8"))
+        offset += length
+    if name_count != count or offset != len(data):
+        raise WeightsError(f"{source}: malformed MXNet .params file")
+    tensors = dict(zip(names, arrays))
+    state = collections.OrderedDict(
+        (name.split(":", 1)[1], torch.from_numpy(tensors[name])) for name in sorted(names)
+    )
+    torch.save(state, target)
+
+
+MODELS: dict[str, ModelConfig] = {
+    "retinaface": ModelConfig(
+        name="retinaface",
+        role="detection",
+        file="retinaface_mobilenet0.25.pth",
+        sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+        url="https://raw.githubusercontent.com/biubug6/Face-Detector-1MB-with-landmark/"
+        "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
+        input="BGR float 0..255 minus mean (104, 117, 123), NCHW, any size",
+        licence="MIT (biubug6/Face-Detector-1MB-with-landmark); trained on WIDER FACE",
+    ),
+    "yunet": ModelConfig(
+        name="yunet",
+        role="detection",
+        file="yunet_n.pth",
+        sha256="9c7c9e14a4d60e57491d77e4d8b0d451bd834f300e05c0dea7fd1f6533817b06",
+        url="https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
+        "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/weights/yunet_n.pth",
+        input="BGR float 0..255, no mean/std, NCHW, H and W padded to multiples of 32",
+        licence="Apache-2.0 (ShiqiYu/libfacedetection.train)",
+    ),
+    "genderage": ModelConfig(
+        name="genderage",
+        role="genderage",
+        file="insightface_genderage_2018.pth",
+        sha256="5283bed2eee990c8095c168a41c1aa1cf293dcd9273c875748bef0ea24ededb6",
+        url="https://raw.githubusercontent.com/deepinsight/insightface/"
+        "eda10e8f7357bac84747e8d4db1bb68db37b7a8c/gender-age/model/model-0000.params",
+        url_sha256="01788b7eaa2516636cbd976fad7883164aaeb0bd4027e878ff457f79fe9021aa",
+        convert=convert_mxnet_params,
+        input="RGB float 0..255, 112x112 aligned to the ArcFace template, NCHW "
+        "(normalisation (x - 127.5) / 128 inside the network)",
+        licence="NON-COMMERCIAL research use only (InsightFace models)",
+    ),
+}
+
+DETECTORS = ("retinaface", "yunet")
+CLASSIFIER = "genderage"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of the whole file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: str | Path, sha256: str) -> Path:
+    """Check that ``path`` exists and hashes to ``sha256``; raise WeightsError (one line) if not."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model weights {path} missing; run `analyzer models fetch`")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise WeightsError(
+            f"model weights {path} corrupt: sha256 {actual}, expected {sha256}; "
+            "run `analyzer models fetch`"
+        )
+    return path
+
+
+def load_weights(path: str | Path, sha256: str) -> dict[str, Any]:
+    """Verify ``path`` by sha256, then ``torch.load`` it on CPU with ``weights_only=True``."""
+    import torch
+
+    path = verify_file(path, sha256)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a file with the right hash that torch cannot read
+        raise WeightsError(f"model weights {path} unreadable by torch {torch.__version__}: {exc}") from exc
+
+
+def model_path(model_dir: str | Path, name: str) -> Path:
+    """Where model ``name``'s file lives in ``model_dir``."""
+    return Path(model_dir) / MODELS[name].file
+
+
+def model_version(detector_name: str) -> str:
+    """Names of the detector and the classifier with the first 8 hex digits of their sha256,
+    e.g. ``retinaface-ed6fa7d4+genderage-5283bed2``; stored with every event."""
+    if detector_name not in DETECTORS:
+        raise ValueError(f"unknown detector {detector_name!r}; known: {', '.join(DETECTORS)}")
+    parts = (MODELS[detector_name], MODELS[CLASSIFIER])
+    return "+".join(f"{m.name}-{m.sha256[:8]}" for m in parts)
+
+
+def _install(source: Path, target: Path, sha256: str) -> None:
+    """Copy ``source`` to ``target`` through a temporary file in the same folder, checking the
+    hash before the atomic rename."""
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        shutil.copyfile(source, tmp_path)
+        actual = sha256_of(tmp_path)
+        if actual != sha256:
+            raise WeightsError(f"{source}: sha256 {actual}, expected {sha256} for {target.name}")
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _download(url: str, target: Path) -> None:
+    """GET ``url`` into ``target``; network failures are retryable infrastructure errors."""
+    import urllib.request
+
+    log.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as f:
+            shutil.copyfileobj(response, f)
+    except OSError as exc:  # URLError, HTTPError, timeouts
+        raise InfrastructureError(f"download of {url} failed: {exc}") from exc
+
+
+def _fetch_one(config: ModelConfig, model_dir: Path, source: Path | None) -> None:
+    target = model_dir / config.file
+    if source is not None:
+        local = source / config.file
+        if not local.is_file():
+            raise WeightsError(f"{local} missing; cannot fetch {config.name} from {source}")
+        _install(local, target, config.sha256)
+        return
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".fetch-") as tmp:
+        download = Path(tmp) / "download"
+        _download(config.url, download)
+        if config.convert is not None:
+            actual = sha256_of(download)
+            if actual != config.url_sha256:
+                raise WeightsError(f"{config.url}: sha256 {actual}, expected {config.url_sha256}")
+            converted = Path(tmp) / config.file  # torch.save names its archive after the file
+            config.convert(download, converted)
+            download = converted
+        _install(download, target, config.sha256)
+
+
+def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Make ``model_dir`` hold every model file with its pinned hash.
+
+    Args:
+        model_dir: target folder, created if needed.
+        source: a local folder holding the files (e.g. ../shared/models), or None to download
+            from the upstream URLs (default: {None}).
+        names: models to fetch (default: {all of MODELS}).
+
+    Files already present with the right hash are kept. Returns the paths of all the files.
+    Raises WeightsError when a source file is missing or has the wrong hash, and
+    InfrastructureError when a download fails.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    source_dir = Path(source) if source is not None else None
+    paths = []
+    for name in names or tuple(MODELS):
+        config = MODELS[name]
+        target = model_dir / config.file
+        if target.is_file() and sha256_of(target) == config.sha256:
+            log.info("model %s: %s already present", name, target)
+        else:
+            _fetch_one(config, model_dir, source_dir)
+            log.info("model %s: %s installed", name, target)
+        paths.append(target)
+    return paths
