@@ -11,6 +11,9 @@ import logging
 import resource
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,13 +51,32 @@ def cap_gpu_memory(device: torch.device, limit_mb: int) -> None:
     """Make the caching allocator refuse to grow past ``limit_mb`` (an OOM is then retryable)."""
     if device.type != "cuda":
         return
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_mb * 2**20 / total), device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_mb * 2**20 / total), index)
 
 
 def tracker_settings(settings: Settings) -> TrackerSettings:
     base = TrackerSettings(min_face_px=settings.min_face_px)
     return base if settings.min_sharpness is None else replace(base, min_sharpness=settings.min_sharpness)
+
+
+class StageClock:
+    """Seconds spent in each stage of the consumer loop (where the time goes, per run)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
 def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResult:
@@ -63,19 +85,27 @@ def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResul
     limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
     info = probe(path, limits, name=settings.video_key)
     try:
-        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device)
+        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device,
+                                   half=settings.precision == "fp16")
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
         batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
                                backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
-        faces = 0
+        faces, clock = 0, StageClock()
         with batcher:
-            for batch in batcher:
-                found = faces_model.analyze(batch.frames)
+            batches = iter(batcher)
+            while True:
+                with clock("wait_decode_s"):  # time the GPU side waits for frames
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                with clock("models_s"):
+                    found = faces_model.analyze(batch.frames)
+                with clock("track_s"):
+                    _track(tracker, batch, found)
                 faces += len(found)
-                _track(tracker, batch, found)
                 progress.update(int(batch.timestamps_ms[-1]), len(batch))
                 control.check()
         progress.close()
@@ -88,7 +118,7 @@ def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResul
     if settings.contact_sheet is not None:
         write_contact_sheet(settings.contact_sheet, events, tracker.thumbnails, title=str(settings.video_key))
     wall = time.monotonic() - started
-    stats = _summary(batcher, faces_model, info.duration_ms, wall)
+    stats = _summary(batcher, faces_model, info.duration_ms, wall) | clock.rounded()
     return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
 
 

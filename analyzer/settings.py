@@ -132,6 +132,8 @@ SPECS: tuple[Spec, ...] = (
          "retinaface", help="face detector"),
     Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
          help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
+    Spec("precision", "--precision", ("ANALYZER_PRECISION",), _choice("fp32", "fp16"), "fp32",
+         help="network precision on CUDA; fp16 was only 3-5 percent faster on an H200 and moved one age by 8 years"),
     Spec("decoder", "--decoder", ("ANALYZER_DECODER",), _choice("auto", "opencv", "pyav", "nvdec"),
          "auto", help="video decoding backend"),
     Spec("max_pixels", "--max-pixels", ("ANALYZER_MAX_PIXELS",), _positive_int, 3840 * 2160,
@@ -179,6 +181,7 @@ class Settings:
     batch_size: int = 32
     detector: str = "retinaface"
     device: str = "auto"
+    precision: str = "fp32"
     decoder: str = "auto"
     max_pixels: int = 3840 * 2160
     max_duration_s: float = 4 * 3600.0

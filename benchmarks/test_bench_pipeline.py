@@ -113,6 +113,7 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_gpu_mib": result.stats.get("peak_gpu_mib"),
         "events": len(result.events),
+        **{k: result.stats.get(k) for k in ("wait_decode_s", "models_s", "track_s", "decode_s")},
     }
     benchmark.extra_info.update(row)
     device = torch.cuda.get_device_name() if CUDA else "CPU"

@@ -214,7 +214,7 @@ def test_cuda_half_finds_the_same_faces_and_genders(detector: str) -> None:
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_frames_already_on_the_device() -> None:
-    analyzer = FaceAnalyzer(MODELS_DIR, device="cuda")
+    analyzer = FaceAnalyzer(MODELS_DIR, device="cuda", half=True)
     assert analyzer.half is True
     frames = np.stack([read_bgr("two_people.jpg")] * 3)
     on_host = analyzer.analyze(frames)

@@ -89,3 +89,9 @@ def test_exit_code_table_in_readme_matches_the_enum():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for code in ExitCode:
         assert f"| {int(code)} | `{code.name}` |" in readme, code
+
+
+def test_every_setting_is_in_the_readme_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for spec in settings.SPECS:
+        assert f"`{spec.envs[0]}`" in readme and (spec.flag == "input" or f"`{spec.flag}`" in readme), spec.field
