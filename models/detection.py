@@ -12,6 +12,8 @@ from typing import Protocol
 
 import torch
 
+from models.nms import batched_nms
+
 
 @dataclass
 class Detections:
@@ -41,6 +43,31 @@ class Detections:
             scores=self.scores,
             landmarks=self.landmarks * scale,
         )
+
+
+def top_candidates(
+    scores: torch.Tensor, top_k: int, threshold: float, inclusive: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's ``top_k`` best positions whose score passes ``threshold``.
+
+    scores: (N, A) per image and anchor/cell. Returns flat (image_index, position, score), so
+    that only these candidates are decoded.
+    """
+    top_scores, top_position = scores.topk(min(top_k, scores.shape[1]), dim=1)
+    passing = top_scores >= threshold if inclusive else top_scores > threshold
+    image_index, rank = passing.nonzero(as_tuple=True)
+    return image_index, top_position[image_index, rank], top_scores[image_index, rank]
+
+
+def nms_per_image(
+    image_index: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor,
+    nms_threshold: float,
+) -> Detections:
+    """NMS within each image, then the survivors grouped by image, each image's by score."""
+    keep = batched_nms(boxes, scores, image_index, nms_threshold)
+    keep = keep[image_index[keep].sort(stable=True).indices]
+    return Detections(image_index=image_index[keep], boxes=boxes[keep], scores=scores[keep],
+                      landmarks=landmarks[keep])
 
 
 class FaceDetector(Protocol):

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.detection import Detections
-from models.nms import batched_nms
+from models.detection import Detections, nms_per_image, top_candidates
 
 __all__ = ["RetinaFace", "RetinaFaceDetector", "anchors", "decode", "fold_batchnorm", "MEAN_BGR"]
 
@@ -269,26 +268,14 @@ def decode(
     scores = conf[..., 1]  # (N, A)
 
     # Candidates: each image's top k anchors above the threshold
-    top_scores, top_anchor = scores.topk(min(pre_nms_top_k, scores.shape[1]), dim=1)
-    image_index, rank = (top_scores > score_threshold).nonzero(as_tuple=True)
-    anchor_index = top_anchor[image_index, rank]
-    cand_scores = top_scores[image_index, rank]
+    image_index, anchor_index, cand_scores = top_candidates(scores, pre_nms_top_k, score_threshold)
 
     # Decode the candidates only, back to pixels
     priors = anchors(height, width, loc.device)[anchor_index]
     scale = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
     boxes = decode_boxes(loc[image_index, anchor_index], priors) * scale.repeat(2)
     landmarks = decode_landmarks(landms[image_index, anchor_index], priors) * scale
-
-    # NMS within each image, then group by image keeping the score order
-    keep = batched_nms(boxes, cand_scores, image_index, nms_threshold)
-    keep = keep[image_index[keep].sort(stable=True).indices]
-    return Detections(
-        image_index=image_index[keep],
-        boxes=boxes[keep],
-        scores=cand_scores[keep],
-        landmarks=landmarks[keep],
-    )
+    return nms_per_image(image_index, boxes, cand_scores, landmarks, nms_threshold)
 
 
 class RetinaFaceDetector:

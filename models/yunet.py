@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analyzer.errors import WeightsError
-from models.detection import Detections
-from models.nms import batched_nms
+from models.detection import Detections, nms_per_image, top_candidates
 
 __all__ = [
     "OUTPUT_NAMES",
@@ -275,10 +274,7 @@ def decode(
     scores = (cls.clamp(0, 1) * obj.clamp(0, 1)).sqrt().squeeze(2)  # (N, A)
 
     # Candidates: each image's top k cells, then the score threshold
-    top_scores, top_cells = scores.topk(min(pre_nms_top_k, scores.shape[1]), dim=1)
-    image_index, rank = (top_scores >= score_threshold).nonzero(as_tuple=True)
-    cell_index = top_cells[image_index, rank]
-    cand_scores = top_scores[image_index, rank]
+    image_index, cell_index, cand_scores = top_candidates(scores, pre_nms_top_k, score_threshold, inclusive=True)
 
     # Decode boxes and landmarks of the candidates only
     cells, strides = _grid(height, width, scores.device)
@@ -289,16 +285,7 @@ def decode(
     boxes = torch.cat((centre - half_size, centre + half_size), dim=1)
     landmarks = (cell[:, None, :] + kps[image_index, cell_index].view(-1, NUM_LANDMARKS, 2))
     landmarks = landmarks * stride[:, None, :]
-
-    # NMS within each image, then group by image keeping the score order
-    keep = batched_nms(boxes, cand_scores, image_index, nms_threshold)
-    keep = keep[image_index[keep].sort(stable=True).indices]
-    return Detections(
-        image_index=image_index[keep],
-        boxes=boxes[keep],
-        scores=cand_scores[keep],
-        landmarks=landmarks[keep],
-    )
+    return nms_per_image(image_index, boxes, cand_scores, landmarks, nms_threshold)
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
 MODELS_DIR = SHARED / "models"
 MEDIA_DIR = SHARED / "media"
+
+# Tools installed with the test extras (weed, hadolint, shellcheck) live beside the interpreter,
+# which need not be on PATH (CI runs .venv/bin/python -m pytest).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.videos"]
 
