@@ -50,7 +50,7 @@ def translate_errors(what: str) -> Iterator[None]:
     """Turn a lost or refused database connection into a retryable InfrastructureError."""
     try:
         yield
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # refused, lost, or closed
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InfrastructureError(f"database error while {what}: {reason}") from exc
 
