@@ -236,4 +236,7 @@ def _write_json(result: AnalysisResult, path: Path | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(document + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
     os.replace(tmp.name, path)

@@ -60,6 +60,17 @@ def _decode_only(path: Path, decoder: str) -> tuple[int, float]:
     return sampled, time.perf_counter() - started
 
 
+def _models_only(path: Path, model: FaceAnalyzer, repeats: int = 5) -> float:
+    """Frames/s of the models alone on the video's first batch of 32 sampled frames, in this process
+    (next to the pipeline's own models_s it shows whether the models slow down inside the pipeline)."""
+    frames = next(iter(iter_batches(path, sample_fps=5.0, batch_size=32, backend="opencv"))).frames
+    model.analyze(frames)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model.analyze(frames)
+    return repeats * len(frames) / (time.perf_counter() - started)
+
+
 def _per_frame(path: Path, model: FaceAnalyzer, settings: Settings) -> tuple[int, float]:
     """One frame at a time: decode (OpenCV, same thread), analyse a batch of one, track."""
     info = probe(path)
@@ -96,6 +107,7 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
         torch.cuda.reset_peak_memory_stats()
 
     decoded, decode_s = _decode_only(video.path, decoder)
+    models_fps = _models_only(video.path, FaceAnalyzer(MODELS_DIR, device="auto"))
     result = benchmark.pedantic(analyze_video, args=(video.path, settings, _NoStop()), rounds=1, iterations=1)
     pipeline_s = result.stats["wall_s"]
     baseline_frames, baseline_s = (0, 0.0)
@@ -105,6 +117,7 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
     fps = result.frames / pipeline_s
     row = {
         "decode_fps": round(decoded / decode_s, 1),
+        "models_only_fps": round(models_fps, 1),
         "pipeline_fps": round(fps, 1),
         "pipeline_over_decode": round(decode_s / pipeline_s, 3),
         "realtime_factor": round(video.duration_s / pipeline_s, 2),
