@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo
+from analyzer.settings import DEFAULT_MODEL_DIR
+from models.weights import DETECTORS
 
 __all__ = ["register", "default_model_dir"]
 
 log = logging.getLogger(__name__)
 
 MODEL_DIR_ENV = "ANALYZER_MODEL_DIR"
-DEFAULT_MODEL_DIR = "weights"  # relative to the working directory
-DETECTOR_CHOICES = ("retinaface", "yunet")
+DETECTOR_CHOICES = DETECTORS
 
 
 def default_model_dir() -> str:

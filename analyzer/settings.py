@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from analyzer.errors import SettingsError
+from models.weights import DETECTORS  # light: no torch at import
 
 INT4_MAX = 2**31 - 1
 DEFAULT_MODEL_DIR = "weights"
@@ -128,7 +129,7 @@ SPECS: tuple[Spec, ...] = (
          help="frames analysed per second of video; 0 = every frame"),
     Spec("batch_size", "--batch-size", ("ANALYZER_BATCH_SIZE",), _positive_int, 32,
          help="frames per GPU batch"),
-    Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice("retinaface", "yunet"),
+    Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice(*DETECTORS),
          "retinaface", help="face detector"),
     Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
          help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
