@@ -40,6 +40,8 @@ MODELS_DIR = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
 CUDA = torch.cuda.is_available()
 SECONDS = float(os.environ.get("ANALYZER_BENCH_SECONDS", "60" if CUDA else "10"))
 RESULTS: dict[str, list[str]] = {}
+# ANALYZER_BENCH_PROFILE=DIR: also run the pipeline once under torch.profiler and write its op tables there
+PROFILE_DIR = Path(os.environ["ANALYZER_BENCH_PROFILE"]) if os.environ.get("ANALYZER_BENCH_PROFILE") else None
 
 
 class _NoStop:
@@ -58,6 +60,19 @@ def _decode_only(path: Path, decoder: str) -> tuple[int, float]:
     if CUDA:
         torch.cuda.synchronize()
     return sampled, time.perf_counter() - started
+
+
+def _profile(path: Path, settings: Settings, target: Path) -> None:
+    """Where the pipeline's time goes, op by op (CPU and CUDA), for finding overheads."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])
+    with torch.profiler.profile(activities=activities) as profiler:
+        analyze_video(path, settings, _NoStop())
+    averages = profiler.key_averages()
+    tables = [averages.table(sort_by="self_cpu_time_total", row_limit=30)]
+    if CUDA:
+        tables.append(averages.table(sort_by="self_cuda_time_total", row_limit=30))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n\n".join(tables))
 
 
 def _models_only(path: Path, model: FaceAnalyzer, repeats: int = 5) -> float:
@@ -109,6 +124,8 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
     decoded, decode_s = _decode_only(video.path, decoder)
     models_fps = _models_only(video.path, FaceAnalyzer(MODELS_DIR, device="auto"))
     result = benchmark.pedantic(analyze_video, args=(video.path, settings, _NoStop()), rounds=1, iterations=1)
+    if PROFILE_DIR:
+        _profile(video.path, settings, PROFILE_DIR / f"profile-{video_name}-{decoder}.txt")
     pipeline_s = result.stats["wall_s"]
     baseline_frames, baseline_s = (0, 0.0)
     if decoder == "opencv":

@@ -22,8 +22,8 @@ echo "== models: batch 1 vs 32, fp32 vs fp16"
 timeout 200 "${pytest[@]}" benchmarks/test_bench_models.py --benchmark-json "$out/models.json" 2>&1 \
     | tee "$out/models.log" | grep -v "^\s*$" | tail -25
 
-echo "== pipeline vs decode-only vs per-frame, all CPUs"
-timeout 300 "${pytest[@]}" benchmarks/test_bench_pipeline.py -k 1080p --benchmark-json "$out/pipeline.json" 2>&1 \
+echo "== pipeline vs decode-only vs per-frame, all CPUs (op tables in $out/profile-*.txt)"
+ANALYZER_BENCH_PROFILE="$out" timeout 300 "${pytest[@]}" benchmarks/test_bench_pipeline.py -k 1080p --benchmark-json "$out/pipeline.json" 2>&1 \
     | tee "$out/pipeline.log" | sed -n '/pipeline vs decode-only/,$p'
 
 echo "== the same pinned to 4 CPUs (g5.xlarge has 4 vCPUs)"
