@@ -126,7 +126,7 @@ class Job:
                 control.check()
                 heartbeat.stop()
                 store.write_events(s.video_id, run_id, result.events, version, result.frames, result.faces)
-            except AnalyzerError as exc:
+            except Exception as exc:  # known or not, the status row says why the run ended
                 _record_failure(store, s.video_id, run_id, exc)
                 raise
             finally:
@@ -183,13 +183,14 @@ class Job:
                  result.frames, result.faces, len(result.events), extra={"action": "summary", **self.summary})
 
 
-def _record_failure(store, video_id: int, run_id: str, exc: AnalyzerError) -> None:
+def _record_failure(store, video_id: int, run_id: str, exc: Exception) -> None:
     """Best effort: the status row says why the run ended (if this run still owns it)."""
     status = "interrupted" if isinstance(exc, Interrupted) else "failed"
     if isinstance(exc, LockLost):
         return  # another run owns the row, or our connection is gone
+    error = str(exc) if isinstance(exc, AnalyzerError) else f"internal error: {type(exc).__name__}: {exc}"
     try:
-        store.finish_run(video_id, run_id, status, error=str(exc))
+        store.finish_run(video_id, run_id, status, error=error)
     except InfrastructureError as db_exc:
         log.warning("video %s: could not record the %s status: %s", video_id, status, db_exc)
 
