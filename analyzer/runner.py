@@ -21,6 +21,7 @@ from typing import Protocol
 from analyzer import logs
 from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interrupted, LockLost
 from analyzer.events import AnalysisResult
+from analyzer.files import publish
 from analyzer.settings import Settings
 from analyzer.shutdown import StopSignals
 
@@ -237,7 +238,4 @@ def _write_json(result: AnalysisResult, path: Path | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(document + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
-    os.replace(tmp.name, path)
+    publish(tmp.name, path)

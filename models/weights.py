@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analyzer.errors import InfrastructureError, WeightsError
+from analyzer.files import publish
 
 __all__ = ["ModelConfig", "MODELS", "DETECTORS", "load_weights", "verify_file", "fetch", "model_version"]
 
@@ -206,7 +207,7 @@ def _install(source: Path, target: Path, sha256: str) -> None:
         actual = sha256_of(tmp_path)
         if actual != sha256:
             raise WeightsError(f"{source}: sha256 {actual}, expected {sha256} for {target.name}")
-        os.replace(tmp_path, target)
+        publish(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -66,6 +68,10 @@ def test_fetch_from_a_local_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == sorted(c.file for c in MODELS.values())
     assert all(sha256_of(p) == MODELS[name].sha256 for name, p in zip(MODELS, paths))
     assert not [p for p in target.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    # readable by the image's unprivileged user when fetched as root at build time
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in paths)
     before = {p: p.stat().st_mtime_ns for p in paths}
     fetch(target, MODELS_DIR)  # already there: kept
     assert {p: p.stat().st_mtime_ns for p in paths} == before
