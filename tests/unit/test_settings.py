@@ -95,3 +95,15 @@ def test_every_setting_is_in_the_readme_table():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for spec in settings.SPECS:
         assert f"`{spec.envs[0]}`" in readme and (spec.flag == "input" or f"`{spec.flag}`" in readme), spec.field
+
+
+def test_every_sql_file_ships_in_the_package():
+    """A non-editable install (the container) must carry the queries and every migration."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer"]
+    sql_files = [p.relative_to(root / "analyzer").as_posix() for p in (root / "analyzer" / "sql").rglob("*.sql")]
+    assert sql_files and all(any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs)
+                             for f in sql_files), sql_files
