@@ -1,9 +1,21 @@
-"""Publishing files atomically: written beside the target, then renamed over it."""
+"""Files: their sha256, and publishing them atomically (written beside the target, then renamed)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+HASH_CHUNK = 8 * 2**20  # bytes read at a time when hashing
+
+
+def sha256_of(path: Path | str) -> str:
+    """Hex sha256 of the whole file at ``path`` (read in chunks; OSError as ``open`` raises it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def publish(tmp_path: Path | str, target: Path | str) -> None:

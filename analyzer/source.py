@@ -15,7 +15,6 @@ retry mode) before that.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from analyzer.errors import AccessDenied, AnalyzerError, InfrastructureError, InputNotFound
+from analyzer.files import sha256_of
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REGION = "us-east-1"
-HASH_CHUNK_BYTES = 8 * 1024 * 1024
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 DENIED_CODES = frozenset({
     "403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -230,17 +229,14 @@ def _head_local(ref: InputRef) -> InputHead:
     assert path is not None
     try:
         size = path.stat().st_size
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
+        digest = sha256_of(path)
     except FileNotFoundError as exc:
         raise InputNotFound(f"input {path}: no such file") from exc
     except IsADirectoryError as exc:
         raise InputNotFound(f"input {path}: is a directory, not a file") from exc
     except PermissionError as exc:
         raise AccessDenied(f"input {path}: permission denied") from exc
-    return InputHead(ref=ref, fingerprint=f"sha256:{digest.hexdigest()}:size:{size}", size=size)
+    return InputHead(ref=ref, fingerprint=f"sha256:{digest}:size:{size}", size=size)
 
 
 def _local_input(head: InputHead) -> LocalInput:

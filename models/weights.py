@@ -15,7 +15,6 @@ This module imports torch and numpy only inside the functions that need them, so
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import os
 import shutil
@@ -26,14 +25,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analyzer.errors import InfrastructureError, WeightsError
-from analyzer.files import publish
+from analyzer.files import publish, sha256_of
 
 __all__ = ["ModelConfig", "MODELS", "DETECTORS", "load_weights", "verify_file", "fetch", "model_version"]
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds per HTTP request
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 
 
 @dataclass(frozen=True)
@@ -147,15 +145,6 @@ MODELS: dict[str, ModelConfig] = {
 
 DETECTORS = ("retinaface", "yunet")
 CLASSIFIER = "genderage"
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of the whole file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_file(path: str | Path, sha256: str) -> Path:
