@@ -164,5 +164,16 @@ def _summary(batcher: FrameBatcher, faces_model: FaceAnalyzer, duration_ms: int,
         "peak_rss_mib": round(rss_kib / 1024 if sys.platform != "darwin" else rss_kib / 2**20, 1),
     }
     if faces_model.device.type == "cuda":
-        summary["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(faces_model.device) / 2**20, 1)
+        summary |= _gpu_memory(faces_model.device)
     return summary
+
+
+def _gpu_memory(device: torch.device) -> dict[str, float | int]:
+    """Peak GPU memory in tensors and held by the allocator, and how often the allocator had to
+    free its cache and retry (non-zero when the --gpu-memory-mb cap is too tight: each retry
+    synchronises the device and returns memory to the driver)."""
+    return {
+        "peak_gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+        "peak_gpu_reserved_mib": round(torch.cuda.max_memory_reserved(device) / 2**20, 1),
+        "gpu_alloc_retries": int(torch.cuda.memory_stats(device).get("num_alloc_retries", 0)),
+    }

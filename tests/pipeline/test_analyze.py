@@ -1,0 +1,54 @@
+"""analyze_video's summary: where the time went and how much memory the run took."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from analyzer.pipeline import analyze_video
+from analyzer.settings import Settings
+
+STAGES = ("wait_decode_s", "models_s", "track_s")
+
+
+class _NoStop:
+    def check(self) -> None:
+        pass
+
+
+def _analyze(video: Path, models_dir: Path, **overrides: object):
+    settings = Settings(video_key=str(video), video_id=1, model_dir=models_dir, log_format="json", **overrides)
+    return analyze_video(video, settings, _NoStop())
+
+
+@pytest.mark.slow
+def test_cpu_summary_accounts_for_the_run(walking_video: Path, models_dir: Path) -> None:
+    result = _analyze(walking_video, models_dir, device="cpu", decoder="opencv", batch_size=16)
+    stats = result.stats
+
+    assert result.frames == 21 and stats["frames_decoded"] == 105  # 4.2 s at 5 of 25 frames/s
+    assert stats["device"] == "cpu" and stats["decoder"] == "opencv"
+    # the consumer's stages are disjoint parts of the run
+    assert all(stats[stage] >= 0 for stage in STAGES)
+    assert sum(stats[stage] for stage in STAGES) <= stats["wall_s"]
+    assert stats["models_s"] > 0
+    assert stats["frames_per_s"] == pytest.approx(21 / stats["wall_s"], rel=0.02)
+    assert stats["realtime_factor"] == pytest.approx(4.2 / stats["wall_s"], rel=0.02)
+    assert 0 < stats["peak_rss_mib"] < 4096
+    assert not any(key.startswith("peak_gpu") or key.startswith("gpu_") for key in stats)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_summary_reports_gpu_memory_inside_the_cap(walking_video: Path, models_dir: Path) -> None:
+    cap_mb = 4096
+    result = _analyze(walking_video, models_dir, device="cuda", decoder="opencv", gpu_memory_mb=cap_mb)
+    stats = result.stats
+
+    assert 0 < stats["peak_gpu_mib"] <= stats["peak_gpu_reserved_mib"] <= cap_mb
+    # a cap that forces the allocator to free its cache and retry costs a device sync each time
+    assert stats["gpu_alloc_retries"] == 0
+    assert torch.get_num_threads() == 1  # torch's CPU threads left to the decoder
