@@ -220,7 +220,9 @@ class FaceAnalyzer:
         self.classifier = GenderAgeClassifier.from_file(
             model_path(model_dir, "genderage"), self.device, self.half
         )
-        self.classifier.net.to(memory_format=torch.channels_last)  # measured faster on CPU too
+        # Frames arrive as N x H x W x 3, i.e. channels-last: the nets take them so without reordering
+        # (on 2 CPU cores channels-last nets and contiguous ones both did 23.3 frames/s)
+        self.classifier.net.to(memory_format=torch.channels_last)
         self.model_version = model_version(detector)
         self._template = torch.tensor(ARCFACE_TEMPLATE, device=self.device)
         self._float_buffer: torch.Tensor | None = None  # CPU only, see to_float

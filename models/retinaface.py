@@ -331,6 +331,6 @@ class RetinaFaceDetector:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")
         batch = images.to(self.device, self.dtype) - self._mean
-        batch = batch.contiguous(memory_format=torch.channels_last)  # faster on CPU and CUDA
+        batch = batch.contiguous(memory_format=torch.channels_last)  # the layout the frames arrive in
         outputs = self.net(batch)
         return decode(outputs, images.shape[2], images.shape[3], score_threshold, nms_threshold)
