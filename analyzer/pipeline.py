@@ -48,16 +48,23 @@ def fit_batch_size(batch_size: int, width: int, height: int, host_buffer_mb: int
     return min(batch_size, fitting)
 
 
-def leave_cpus_to_the_decoder(device: torch.device) -> None:
-    """With the models on CUDA, run torch's own CPU work on one thread.
+@contextmanager
+def leave_cpus_to_the_decoder(device: torch.device) -> Iterator[None]:
+    """With the models on CUDA, run torch's own CPU work on one thread (restored on exit).
 
     torch's OpenMP workers spin after every parallel CPU op (the upload's copy into pinned memory,
     for one) and take the cores the decoder's threads need: on the 2-core machine a decoding thread
-    fell from 43 to 19 frames/s beside small torch CPU ops on 2 threads, and to 33 on 1 thread.
-    On CPU the models need every thread, so nothing changes there.
+    fell from 43 to 19 frames/s beside small torch CPU ops on 2 threads, and to 33 on 1 (the same
+    interaction as pytorch/pytorch#33327). On CPU the models need every thread, so nothing changes.
     """
-    if device.type == "cuda" and torch.get_num_threads() > CUDA_TORCH_THREADS:
+    before = torch.get_num_threads()
+    if device.type == "cuda" and before > CUDA_TORCH_THREADS:
         torch.set_num_threads(CUDA_TORCH_THREADS)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def cap_gpu_memory(device: torch.device, limit_mb: int) -> None:
@@ -101,14 +108,13 @@ def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResul
         faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device,
                                    half=settings.precision == "fp16")
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
-        leave_cpus_to_the_decoder(faces_model.device)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
         batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
                                backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
         faces, clock = 0, StageClock()
-        with batcher:
+        with batcher, leave_cpus_to_the_decoder(faces_model.device):
             batches = iter(batcher)
             while True:
                 with clock("wait_decode_s"):  # time the GPU side waits for frames
