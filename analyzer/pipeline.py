@@ -99,8 +99,9 @@ class StageClock:
         return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
-def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResult:
-    """Analyse one local video file; ``control.check()`` between batches raises to stop early."""
+def analyze_video(path: Path, settings: Settings, control: Any = None) -> AnalysisResult:
+    """Analyse one local video file; ``control.check()`` (the worker's signals and lock), if given,
+    runs between batches and raises to stop early."""
     started = time.monotonic()
     limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
     info = probe(path, limits, name=settings.video_key)
@@ -127,7 +128,8 @@ def analyze_video(path: Path, settings: Settings, control: Any) -> AnalysisResul
                     _track(tracker, batch, found)
                 faces += len(found)
                 progress.update(int(batch.timestamps_ms[-1]), len(batch))
-                control.check()
+                if control is not None:
+                    control.check()
         progress.close()
         if batcher.stats.covered < MIN_FRAMES:
             raise UndecodableVideo(f"video {settings.video_key}: {batcher.stats.covered} decodable frame(s);"

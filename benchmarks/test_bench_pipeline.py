@@ -12,8 +12,8 @@ and prints pipeline/decode and pipeline/per-frame throughput ratios, the real-ti
 peak host RSS / GPU memory. ``ceiling_over_per_frame`` is the best pipeline/per-frame ratio the
 decoder allows (the per-frame baseline's time per frame over decoding's alone): the pipeline can
 at most reach the decoding floor, so where decoding costs about as much per frame as the models
-at batch 1, no batching gets near 10x. On CUDA the videos are the >= 60-s ones; on CPU 10-s cuts keep the
-run short (``ANALYZER_BENCH_SECONDS`` overrides).
+at batch 1, no batching gets near 10x. On CUDA the videos are the >= 60-s ones; on CPU 10-s cuts
+keep the run short (``ANALYZER_BENCH_SECONDS`` overrides).
 
 Run:  pytest benchmarks/test_bench_pipeline.py
       taskset -c 0-3 pytest benchmarks/test_bench_pipeline.py    (4 CPUs, as on a g5.xlarge)
@@ -47,11 +47,6 @@ RESULTS: dict[str, list[str]] = {}
 PROFILE_DIR = Path(os.environ["ANALYZER_BENCH_PROFILE"]) if os.environ.get("ANALYZER_BENCH_PROFILE") else None
 
 
-class _NoStop:
-    def check(self) -> None:
-        pass
-
-
 def _settings(path: Path, decoder: str) -> Settings:
     return Settings(video_key=str(path), video_id=1, model_dir=MODELS_DIR, decoder=decoder, log_format="json")
 
@@ -69,7 +64,7 @@ def _profile(path: Path, settings: Settings, target: Path) -> None:
     """Where the pipeline's time goes, op by op (CPU and CUDA), for finding overheads."""
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])
     with torch.profiler.profile(activities=activities) as profiler:
-        analyze_video(path, settings, _NoStop())
+        analyze_video(path, settings)
     averages = profiler.key_averages()
     tables = [averages.table(sort_by="self_cpu_time_total", row_limit=30)]
     if CUDA:
@@ -127,14 +122,14 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
         pytest.skip(reason)
     video = bench_video(video_name, SECONDS)
     settings = _settings(video.path, decoder)
-    analyze_video(bench_video("360p", 10).path, _settings(video.path, decoder), _NoStop())  # warm-up: CUDA, kernels
+    analyze_video(bench_video("360p", 10).path, _settings(video.path, decoder))  # warm-up: CUDA, kernels
     if CUDA:
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.reset_accumulated_memory_stats()  # gpu_alloc_retries counts from here
 
     decoded, decode_s = _decode_only(video.path, decoder)
     models_fps = _models_only(video.path, FaceAnalyzer(MODELS_DIR, device="auto"))
-    result = benchmark.pedantic(analyze_video, args=(video.path, settings, _NoStop()), rounds=1, iterations=1)
+    result = benchmark.pedantic(analyze_video, args=(video.path, settings), rounds=1, iterations=1)
     if PROFILE_DIR:
         _profile(video.path, settings, PROFILE_DIR / f"profile-{video_name}-{decoder}.txt")
     pipeline_s = result.stats["wall_s"]

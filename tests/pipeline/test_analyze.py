@@ -13,14 +13,9 @@ from analyzer.settings import Settings
 STAGES = ("wait_decode_s", "models_s", "track_s")
 
 
-class _NoStop:
-    def check(self) -> None:
-        pass
-
-
 def _analyze(video: Path, models_dir: Path, **overrides: object):
     settings = Settings(video_key=str(video), video_id=1, model_dir=models_dir, log_format="json", **overrides)
-    return analyze_video(video, settings, _NoStop())
+    return analyze_video(video, settings)
 
 
 @pytest.mark.slow
