@@ -10,6 +10,7 @@
 # it comes.
 #
 #   scripts/gpu-bench.sh            # needs the project installed, ANALYZER_SHARED_DIR for media/weights
+#   GPU_BENCH_STEPS="pipeline models" scripts/gpu-bench.sh   # only these steps (a short lease)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${BENCH_OUT:-out/gpu-bench}
@@ -22,6 +23,7 @@ pipeline=benchmarks/test_bench_pipeline.py
 step() {
     local name=$1 limit=$2
     shift 2
+    if [ -n "${GPU_BENCH_STEPS:-}" ] && [[ " $GPU_BENCH_STEPS " != *" $name "* ]]; then return; fi
     echo "== $name ($(date +%T))"
     # shellcheck disable=SC2016  # sed addresses, not shell expansions
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | sed -n -e '/-- \(pipeline vs\|FaceAnalyzer throughput\)/,/^$/{p;d}' -e '/ in [0-9.]\+s\b/p'
@@ -36,5 +38,7 @@ step pipeline-4cpu 200 taskset -c 0-3 "${pytest[@]}" "$pipeline" -k "1080p and (
     --benchmark-json "$out/pipeline-4cpu.json"
 step gpu-tests 200 "${pytest[@]}" -m gpu tests
 step models 150 "${pytest[@]}" benchmarks/test_bench_models.py --benchmark-json "$out/models.json"
+ANALYZER_BENCH_PROFILE="$out" step profile 120 "${pytest[@]}" "$pipeline" -k "1080p and opencv" \
+    --benchmark-json "$out/profile.json"
 ANALYZER_BENCH_PROFILE="$out" step pipeline-more 240 "${pytest[@]}" "$pipeline" -k "pyav or (360p and nvdec)" \
     --benchmark-json "$out/pipeline-more.json"
