@@ -8,6 +8,7 @@ batch on the device) -> Tracker (faces linked across sampled frames) -> Events.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
@@ -29,8 +30,15 @@ from analyzer.progress import Progress
 from analyzer.settings import Settings
 from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
 from models.face_analyzer import FaceAnalyzer, FaceBatch
+from models.transfer import PinnedBuffer
 
 log = logging.getLogger(__name__)
+
+# Read by torch when CUDA starts, so set before any model loads. Growable segments keep the
+# caching allocator from fragmenting into the --gpu-memory-mb cap: on the lent H200, NVDEC's
+# frames (allocated in the decoding thread) took the allocator to 8,096 MiB reserved for 3,396
+# MiB in use, and one free-and-retry. An operator's own setting wins.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 MIN_FRAMES = 2  # fewer is a still image in a video container, not a video
 QUEUE_SIZE = 2  # decoded batches waiting for the GPU
@@ -114,7 +122,7 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
         batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
                                backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
-        faces, clock = 0, StageClock()
+        faces, clock, host_frames = 0, StageClock(), PinnedBuffer()
         with batcher, leave_cpus_to_the_decoder(faces_model.device):
             batches = iter(batcher)
             while True:
@@ -122,10 +130,12 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
                     batch = next(batches, None)
                 if batch is None:
                     break
+                with clock("upload_s"):  # host side of the copy to the device (it runs on while the models start)
+                    pixels = faces_model.upload(batch.frames)
                 with clock("models_s"):
-                    found = faces_model.analyze(batch.frames)
+                    found = faces_model.analyze(pixels)
                 with clock("track_s"):
-                    _track(tracker, batch, found)
+                    _track(tracker, batch, found, host_frames)
                 faces += len(found)
                 progress.update(int(batch.timestamps_ms[-1]), len(batch))
                 if control is not None:
@@ -144,11 +154,12 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
     return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
 
 
-def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch) -> None:
-    """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection, thumbnails)."""
+def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch, host_frames: PinnedBuffer) -> None:
+    """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection,
+    thumbnails); frames decoded on the GPU come back through ``host_frames``."""
     frames = batch.frames
     if isinstance(frames, torch.Tensor):  # NVDEC: frames are on the GPU
-        frames = frames.cpu().numpy()
+        frames = host_frames.download(frames).numpy()
     for i, timestamp in enumerate(batch.timestamps_ms):
         mine = found.for_frame(i)
         tracker.update(int(timestamp), FrameFaces.from_arrays(mine.boxes, mine.scores, mine.p_male, mine.age,

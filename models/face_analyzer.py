@@ -3,7 +3,7 @@
 ``FaceAnalyzer.analyze`` runs the whole batch on the device without a Python loop per frame or
 per face:
 
-1. upload the uint8 frames once (pinned memory, non-blocking, on CUDA),
+1. upload the uint8 frames once (through a reused page-locked buffer, non-blocking, on CUDA),
 2. resize and normalise on the device, detect faces in all frames in one forward pass,
 3. map boxes and landmarks back to source pixels,
 4. align all faces from the full-resolution frames in one ``grid_sample``,
@@ -38,6 +38,7 @@ from models.detection import Detections, FaceDetector
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
 from models.retinaface import RetinaFaceDetector
+from models.transfer import PinnedBuffer
 from models.weights import DETECTORS, MODELS, model_path, model_version, verify_file
 
 __all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS"]
@@ -226,6 +227,7 @@ class FaceAnalyzer:
         self.model_version = model_version(detector)
         self._template = torch.tensor(ARCFACE_TEMPLATE, device=self.device)
         self._float_buffer: torch.Tensor | None = None  # CPU only, see to_float
+        self._upload_buffer = PinnedBuffer()  # CUDA only, see upload
         log.info(
             "face analyzer %s on %s (%s), detector input <= %s px, score > %s",
             self.model_version, self.device, "float16" if self.half else "float32",
@@ -269,8 +271,9 @@ class FaceAnalyzer:
         return _unpack(packed.cpu().numpy(), count)  # the one copy back to the host
 
     def upload(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Check the frames and move them to the device once: (N, H, W, 3) uint8 BGR, from
-        pinned memory without blocking on CUDA; a tensor already there is used as it is."""
+        """Check the frames and move them to the device once: (N, H, W, 3) uint8 BGR; host
+        frames reach CUDA through a reused page-locked buffer, without blocking; a tensor
+        already there is used as it is."""
         if frames.ndim != 4 or frames.shape[3] != 3:
             raise ValueError(f"expected N x H x W x 3 frames, got shape {tuple(frames.shape)}")
         if isinstance(frames, np.ndarray):
@@ -278,12 +281,13 @@ class FaceAnalyzer:
                 raise ValueError(f"expected uint8 frames, got {frames.dtype}")
             tensor = torch.from_numpy(np.ascontiguousarray(frames))
             if self.device.type == "cuda":
-                tensor = tensor.pin_memory()
-        else:
-            if frames.dtype != torch.uint8:
-                raise ValueError(f"expected uint8 frames, got {frames.dtype}")
-            tensor = frames
-        return tensor.to(self.device, non_blocking=True)
+                return self._upload_buffer.upload(tensor, self.device)
+            return tensor
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+        if self.device.type == "cuda" and frames.device.type == "cpu":
+            return self._upload_buffer.upload(frames, self.device)
+        return frames.to(self.device)
 
     def to_float(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, H, W, 3) uint8 -> (n, 3, H, W) float32 0..255 with channels-last memory (one

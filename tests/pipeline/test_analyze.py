@@ -10,7 +10,7 @@ import torch
 from analyzer.pipeline import analyze_video
 from analyzer.settings import Settings
 
-STAGES = ("wait_decode_s", "models_s", "track_s")
+STAGES = ("wait_decode_s", "upload_s", "models_s", "track_s")
 
 
 def _analyze(video: Path, models_dir: Path, **overrides: object):
