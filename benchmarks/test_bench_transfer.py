@@ -10,7 +10,8 @@ CPU thread (the worker's policy on CUDA) or on all of them:
 - upload ``pinned_buffer``: ``models.transfer.PinnedBuffer.upload`` (the path now);
 - upload ``pageable``: ``from_numpy(frames).to(cuda)``;
 - download ``cpu`` vs ``pinned_buffer``: the batch back to the host (the NVDEC path's tracker frames);
-- ``analyze``: FaceAnalyzer.analyze on fresh vs same arrays.
+- ``analyze``: FaceAnalyzer.analyze on fresh vs same arrays, and on batches whose face counts change
+  (cuDNN prepares each new input shape once), with and without padding the crops.
 
 Each time includes a device synchronisation. CUDA only; run: pytest benchmarks/test_bench_transfer.py
 """
@@ -25,6 +26,7 @@ import pytest
 import torch
 
 from benchmarks.test_bench_models import MODELS_DIR, NUM_FRAMES, VIDEO, read_frames
+from models import face_analyzer
 from models.face_analyzer import FaceAnalyzer
 from models.transfer import PinnedBuffer
 
@@ -114,3 +116,29 @@ def test_analyze(benchmark, frames: np.ndarray, source: str, threads: str) -> No
     analyzer = FaceAnalyzer(MODELS_DIR, device="cuda")
     with torch_threads(threads):
         _measure(benchmark, f"analyze, {source} array, {threads} thread(s)", frames, source, analyzer.analyze)
+
+
+@pytest.mark.parametrize("bucket", [32, 1])
+def test_analyze_changing_face_counts(benchmark, frames: np.ndarray, bucket: int,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches whose face counts differ, twice: the first pass pays cuDNN's set-up for every new
+    input shape, the second finds it cached. Padding the crops to a multiple of 32 faces (the
+    default) leaves few shapes; bucket 1 is the unpadded path. The frame subsets differ between
+    the two cases so that neither finds the other's shapes."""
+    monkeypatch.setattr(face_analyzer, "CUDA_FACE_BUCKET", bucket)
+    analyzer = FaceAnalyzer(MODELS_DIR, device="cuda")
+    sizes = range(31, 23, -1) if bucket == 32 else range(23, 15, -1)
+    batches = [np.ascontiguousarray(frames[:size]) for size in sizes]
+
+    def one_pass() -> None:
+        for batch in batches:
+            analyzer.analyze(batch)
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(one_pass, rounds=2, iterations=1)
+    if benchmark.stats is None:
+        return
+    first, second = benchmark.stats.stats.max, benchmark.stats.stats.min
+    benchmark.extra_info.update(first_pass_s=round(first, 3), second_pass_s=round(second, 3))
+    RESULTS[f"shapes {bucket}"] = (f"analyze {len(batches)} batches, faces padded to x{bucket}: first pass "
+                                   f"{first * 1000 / len(batches):.1f} ms/batch, second {second * 1000 / len(batches):.1f}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command for a GPU machine: the benchmarks and the GPU tests, the figures that matter
 # most first, so that a run cut short by its lease still has them:
+#   0. host <-> GPU copies and the models on fresh vs reused frames, changing face counts;
 #   1. full pipeline vs decode-only vs per-frame, 1080p (OpenCV, NVDEC) and 360p (OpenCV), all CPUs;
 #   2. the same pinned to 4 CPUs (a g5.xlarge has 4 vCPUs);
 #   3. the GPU tests;
@@ -26,7 +27,7 @@ step() {
     if [ -n "${GPU_BENCH_STEPS:-}" ] && [[ " $GPU_BENCH_STEPS " != *" $name "* ]]; then return; fi
     echo "== $name ($(date +%T))"
     # shellcheck disable=SC2016  # sed addresses, not shell expansions
-    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | sed -n -e '/-- \(pipeline vs\|FaceAnalyzer throughput\)/,/^$/{p;d}' -e '/ in [0-9.]\+s\b/p'
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | sed -n -e '/-- \(pipeline vs\|FaceAnalyzer throughput\|host <-> GPU\)/,/^$/{p;d}' -e '/ in [0-9.]\+s\b/p'
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
@@ -39,6 +40,7 @@ if ! PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -c \
     export PYTORCH_CUDA_ALLOC_CONF=""
 fi
 
+step transfer 120 "${pytest[@]}" benchmarks/test_bench_transfer.py --benchmark-json "$out/transfer.json"
 step pipeline 300 "${pytest[@]}" "$pipeline" -k "(1080p and (opencv or nvdec)) or (360p and opencv)" \
     --benchmark-json "$out/pipeline.json"
 step pipeline-4cpu 200 taskset -c 0-3 "${pytest[@]}" "$pipeline" -k "1080p and (opencv or nvdec)" \

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from analyzer.errors import SettingsError, WeightsError
-from models.face_analyzer import FaceAnalyzer, FaceBatch
+from models.face_analyzer import FaceAnalyzer, FaceBatch, pad_faces
+from models.align import sharpness
 from models.nms import box_iou
 from tests.models.conftest import MODELS_DIR, UTKFACE_DIR, read_bgr
 
@@ -221,3 +222,16 @@ def test_cuda_frames_already_on_the_device() -> None:
     on_device = analyzer.analyze(torch.from_numpy(frames).cuda())
     assert_same_faces(on_host, on_device)
     assert len(on_device.for_frame(2)) == 2
+
+
+def test_blank_padding_leaves_every_real_face_as_it_was(default_analyzer: FaceAnalyzer) -> None:
+    """CUDA pads the crops to CUDA_FACE_BUCKET faces; the real faces' answers must not change."""
+    frames = torch.from_numpy(np.stack([letterbox(read_bgr(name), 640) for name in BATCH_IMAGES]))
+    images = default_analyzer.to_float(frames)
+    crops, inside = default_analyzer.align(images, default_analyzer.detect(images))
+    count = crops.shape[0]
+    padded, padded_inside = pad_faces(crops, inside, 32)
+    assert padded.shape[0] % 32 == 0 and padded.shape[0] > count and not padded_inside[count:].any()
+    for exact, with_blanks in zip(default_analyzer.classify(crops), default_analyzer.classify(padded)):
+        torch.testing.assert_close(with_blanks[:count], exact)
+    torch.testing.assert_close(sharpness(padded, padded_inside)[:count], sharpness(crops, inside))
