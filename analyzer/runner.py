@@ -134,7 +134,8 @@ class Job:
                                      model_version=version, batch_job_id=s.batch_job_id,
                                      batch_attempt=s.batch_attempt)
             logs.CONTEXT["run_id"] = run_id
-            self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id)
+            started = time.monotonic()
+            self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id, time.monotonic() - started)
             log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
             heartbeat = Heartbeat(str(s.database_url), app_name, s.video_id, run_id, store.backend_pid,
                                   s.heartbeat_interval)
@@ -146,7 +147,8 @@ class Job:
                 heartbeat.stop()
                 store.write_events(s.video_id, run_id, result.events, version, result.frames, result.faces)
             except Exception as exc:  # known or not, the status row says why the run ended
-                _record_failure(store, s.video_id, run_id, exc, stopped=control.signals.stop.is_set())
+                _record_failure(store, s.video_id, run_id, exc, stopped=control.signals.stop.is_set(),
+                                seconds=time.monotonic() - started)
                 raise
             finally:
                 heartbeat.stop()
@@ -254,24 +256,27 @@ def stale_after_s(settings: Settings) -> float:
     return STALE_AFTER_BEATS * settings.heartbeat_interval
 
 
-def _record_failure(store, video_id: int, run_id: str, exc: Exception, stopped: bool = False) -> None:
-    """Best effort: the status row says why the run ended (if this run still owns it)."""
+def _record_failure(store, video_id: int, run_id: str, exc: Exception, stopped: bool = False,
+                    seconds: float = 0.0) -> None:
+    """Best effort: the status row says why the run ended (if this run still owns it), and when:
+    a stop after as long as the job's attempt timeout was most likely that timeout."""
     if isinstance(exc, LockLost) and not stopped:
         return  # another run owns the row, or our connection is gone
     interrupted = stopped or isinstance(exc, Interrupted)
     status = "interrupted" if interrupted else "failed"
     code = ExitCode.INTERRUPTED if interrupted else getattr(exc, "exit_code", ExitCode.INTERNAL_ERROR)
     error = str(exc) if isinstance(exc, AnalyzerError) else f"internal error: {type(exc).__name__}: {exc}"
+    error += f" (after {seconds:.0f} s)"
     try:
         store.finish_run(video_id, run_id, status, int(code), error=error)
     except InfrastructureError as db_exc:
         log.warning("video %s: could not record the %s status: %s", video_id, status, db_exc)
 
 
-def _mark_interrupted(store, video_id: int, run_id: str) -> None:
+def _mark_interrupted(store, video_id: int, run_id: str, seconds: float) -> None:
     """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised."""
     try:
-        store.interrupt(video_id, run_id, "stopped by signal: forced exit after the grace period")
+        store.interrupt(video_id, run_id, f"stopped by signal: forced exit after the grace period (after {seconds:.0f} s)")
     except InfrastructureError as exc:
         log.warning("video %s: could not mark the run interrupted: %s", video_id, exc)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -234,3 +235,34 @@ def test_forced_exit_removes_the_downloaded_input(database_url, s3_server, media
     assert worker.wait(10) == ExitCode.INTERRUPTED
     assert list(tmp.rglob("*")) == []
     assert _status(database_url)["status"] == "interrupted"
+
+
+# 4. A run that Batch timed out (SIGTERM, then SIGKILL after the stop timeout) is found for resubmission
+
+
+@pytest.mark.parametrize(("block", "status"), [("0", "interrupted"), ("30", "running")],
+                         ids=["stops-on-sigterm", "killed-before-it-stops"])
+def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, status):
+    from analyzer import db
+    from analyzer.store import stale_runs
+
+    env = procs.worker_env(DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
+                           TEST_ANALYSIS_PAUSE="0.1", TEST_ANALYSIS_BLOCK=block, ANALYZER_HEARTBEAT_INTERVAL="0.2",
+                           AWS_BATCH_JOB_ID="job-timeout")
+    worker = procs.start(_args(video), env)
+    procs.wait_for(_status_is(database_url, "running"), what="the run to start")
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)  # Batch's timeout: SIGTERM, then SIGKILL (30 s later there; 1 s here)
+    try:
+        worker.wait(1)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    row = _status(database_url)
+    assert row["status"] == status and row["batch_job_id"] == "job-timeout"
+    with db.connect(database_url, "test") as conn:
+        time.sleep(1.2)
+        [found] = stale_runs(conn, older_than_s=1.0)
+    assert (found["video_id"], found["status"], found["input_key"]) == (VIDEO_ID, status, str(video))
+    if status == "interrupted":
+        assert found["exit_code"] == ExitCode.INTERRUPTED and "after" in found["error"]
