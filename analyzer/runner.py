@@ -177,10 +177,11 @@ class Job:
             holder = store.lock_holder(s.video_id)
             if holder is not None:
                 break
-        if holder is not None and holder["silent_s"] > stale_after_s(s):
+        silent = holder["silent_s"] if holder else None  # None: the holder's session is not visible to us
+        if silent is not None and silent > stale_after_s(s):
             raise InfrastructureError(
                 f"video {s.video_id}: the lock is held by {holder['application_name'] or 'an unnamed session'}"
-                f" (backend {holder['pid']}), silent for {holder['silent_s']:.0f} s (stale after"
+                f" (backend {holder['pid']}), silent for {silent:.0f} s (stale after"
                 f" {stale_after_s(s):.0f} s): it may be dead; not skipping as a duplicate, retry later")
         self._skip_duplicate(holder=holder["application_name"] if holder else None)
         return False

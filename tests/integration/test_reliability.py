@@ -266,3 +266,20 @@ def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, 
     assert (found["video_id"], found["status"], found["input_key"]) == (VIDEO_ID, status, str(video))
     if status == "interrupted":
         assert found["exit_code"] == ExitCode.INTERRUPTED and "after" in found["error"]
+
+
+def test_worker_sessions_ask_the_server_to_watch_them(database_url):
+    """The server-side settings arrive with every worker session; a URL's own options win."""
+    from analyzer import db
+
+    def shown(conn, name: str) -> str:
+        return conn.execute(f"SHOW {name}").fetchone()[name]
+
+    with db.connect(database_url, "test") as conn:
+        assert [shown(conn, n) for n in ("client_connection_check_interval", "tcp_keepalives_idle",
+                                         "statement_timeout", "lock_timeout",
+                                         "idle_in_transaction_session_timeout")] == ["5s", "20", "30s", "10s", "1min"]
+    with db.connect(f"{database_url}?options=-c%20lock_timeout%3D3s", "test") as conn:
+        assert shown(conn, "lock_timeout") == "3s" and shown(conn, "statement_timeout") == "30s"
+    with db.connect(database_url, "test", short=True) as conn:
+        assert (shown(conn, "statement_timeout"), shown(conn, "lock_timeout")) == ("2s", "1s")
