@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +27,9 @@ from analyzer.settings import Settings
 from analyzer.shutdown import StopSignals
 
 log = logging.getLogger(__name__)
+
+DEFAULT_VIDEOS_TABLE = "videos"  # checked when it exists; VIDEOS_TABLE makes the table required
+STALE_AFTER_BEATS = 6  # heartbeats a lock holder may miss before a duplicate presumes it dead (30 s by default)
 
 
 class Control(Protocol):
@@ -70,14 +74,30 @@ class Job:
         self.settings = settings
         self._analyze = analyze
         self.summary: dict[str, object] = {"outcome": "failed"}
+        self._workdir: Path | None = None  # this run's temp folder (the download), removed on any exit
+        self._on_interrupt: Callable[[], None] | None = None  # the forced exit's status write
 
     def run(self) -> ExitCode:
         s = self.settings
         with StopSignals() as signals:
+            signals.on_force = self._forced_exit
             control = _RunControl(signals)
-            if s.database_url:
-                return self._run_with_database(control, signals)
-            return self._run_locally(control)
+            try:
+                if s.database_url:
+                    return self._run_with_database(control)
+                return self._run_locally(control)
+            except AnalyzerError as exc:
+                if signals.stop.is_set() and not isinstance(exc, Interrupted):
+                    # e.g. the forced exit ended the lock session under a blocked write: a stop, not a failure
+                    raise Interrupted(f"stopped by signal ({exc})") from exc
+                raise
+
+    def _forced_exit(self) -> None:
+        """On a forced exit (the grace after SIGTERM ran out): what the unwinding would have done."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._on_interrupt is not None:
+            self._on_interrupt()
 
     # Without a database: a file lock, and events as JSON
 
@@ -94,7 +114,7 @@ class Job:
 
     # With PostgreSQL: the exactly-once protocol
 
-    def _run_with_database(self, control: _RunControl, signals: StopSignals) -> ExitCode:
+    def _run_with_database(self, control: _RunControl) -> ExitCode:
         from analyzer.migrate import migrate
         from analyzer.store import Heartbeat, Store
 
@@ -103,11 +123,9 @@ class Job:
         store = Store(str(s.database_url), app_name)
         try:
             migrate(store.conn)
-            if not store.try_lock(s.video_id):
-                self._skip_duplicate(holder=store.lock_holder(s.video_id))
+            if not self._lock(store):
                 return ExitCode.OK
-            store.check_video_row(s.videos_table, s.videos_id_column, s.videos_key_column, s.video_id,
-                                  s.video_key)
+            self._check_videos_table(store)
             version = model_version(s)
             fingerprint = self._fingerprint()
             if self._already_done(store.get_analysis(s.video_id), fingerprint, version):
@@ -116,7 +134,8 @@ class Job:
                                      model_version=version, batch_job_id=s.batch_job_id,
                                      batch_attempt=s.batch_attempt)
             logs.CONTEXT["run_id"] = run_id
-            signals.on_force = lambda: _mark_interrupted(str(s.database_url), s.video_id, run_id)
+            started = time.monotonic()
+            self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id, time.monotonic() - started)
             log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
             heartbeat = Heartbeat(str(s.database_url), app_name, s.video_id, run_id, store.backend_pid,
                                   s.heartbeat_interval)
@@ -128,7 +147,8 @@ class Job:
                 heartbeat.stop()
                 store.write_events(s.video_id, run_id, result.events, version, result.frames, result.faces)
             except Exception as exc:  # known or not, the status row says why the run ended
-                _record_failure(store, s.video_id, run_id, exc)
+                _record_failure(store, s.video_id, run_id, exc, stopped=control.signals.stop.is_set(),
+                                seconds=time.monotonic() - started)
                 raise
             finally:
                 heartbeat.stop()
@@ -138,6 +158,49 @@ class Job:
             store.close()
 
     # Steps
+
+    def _lock(self, store) -> bool:
+        """Take the video's lock; False for a duplicate whose holder is alive.
+
+        A holder silent for ``stale_after_s`` (no heartbeat, or a session that started that long
+        ago without one) may be dead while the server still holds its session: the run is then
+        retryable (exit 75), never a "duplicate" that would leave the video to a dead run.
+
+        Raises:
+            InfrastructureError: the holder is silent (exit 75: Batch retries later).
+        """
+        s = self.settings
+        holder = None
+        for _ in range(2):  # a holder that finishes between the two queries frees the lock: try again
+            if store.try_lock(s.video_id):
+                return True
+            holder = store.lock_holder(s.video_id)
+            if holder is not None:
+                break
+        silent = holder["silent_s"] if holder else None  # None: the holder's session is not visible to us
+        if silent is not None and silent > stale_after_s(s):
+            raise InfrastructureError(
+                f"video {s.video_id}: the lock is held by {holder['application_name'] or 'an unnamed session'}"
+                f" (backend {holder['pid']}), silent for {silent:.0f} s (stale after"
+                f" {stale_after_s(s):.0f} s): it may be dead; not skipping as a duplicate, retry later")
+        self._skip_duplicate(holder=holder["application_name"] if holder else None)
+        return False
+
+    def _check_videos_table(self, store) -> None:
+        """The guard against a video_id that names another video (exit 7), and one line saying so.
+
+        With VIDEOS_TABLE set the table must exist (a typo is exit 2, never "no guard"); unset,
+        the default ``videos`` table is checked when it exists, and the run says when it does not.
+        """
+        s = self.settings
+        table = s.videos_table or DEFAULT_VIDEOS_TABLE
+        checked = store.check_video_row(table, s.videos_id_column, s.videos_key_column, s.video_id, s.video_key,
+                                        required=s.videos_table is not None)
+        if checked:
+            log.info("video %s: checked against table %s", s.video_id, table, extra={"action": "videos_guard"})
+        else:
+            log.info("video %s: videos-table guard off: no table %s (set VIDEOS_TABLE to require one)",
+                     s.video_id, table, extra={"action": "videos_guard"})
 
     def _skip_duplicate(self, holder: str | None) -> None:
         self.summary = {"outcome": "duplicate"}
@@ -168,9 +231,14 @@ class Job:
         s = self.settings
         analyze = self._analyze or default_analyze()
         started = time.monotonic()
-        with fetch_input(s.video_key, s.s3_bucket, s.s3_endpoint_url, fingerprint=fingerprint) as local:
-            control.check()
-            result = analyze(local.path, s, control)
+        self._workdir = Path(tempfile.mkdtemp(prefix="analyzer-run-"))
+        try:
+            with fetch_input(s.video_key, s.s3_bucket, s.s3_endpoint_url, workdir=self._workdir,
+                             fingerprint=fingerprint) as local:
+                control.check()
+                result = analyze(local.path, s, control)
+        finally:
+            shutil.rmtree(self._workdir, ignore_errors=True)
         result.stats.setdefault("wall_s", round(time.monotonic() - started, 3))
         return result
 
@@ -184,30 +252,33 @@ class Job:
                  result.frames, result.faces, len(result.events), extra={"action": "summary", **self.summary})
 
 
-def _record_failure(store, video_id: int, run_id: str, exc: Exception) -> None:
-    """Best effort: the status row says why the run ended (if this run still owns it)."""
-    status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-    if isinstance(exc, LockLost):
+def stale_after_s(settings: Settings) -> float:
+    """How long a lock holder may go without a heartbeat before it is presumed dead."""
+    return STALE_AFTER_BEATS * settings.heartbeat_interval
+
+
+def _record_failure(store, video_id: int, run_id: str, exc: Exception, stopped: bool = False,
+                    seconds: float = 0.0) -> None:
+    """Best effort: the status row says why the run ended (if this run still owns it), and when:
+    a stop after as long as the job's attempt timeout was most likely that timeout."""
+    if isinstance(exc, LockLost) and not stopped:
         return  # another run owns the row, or our connection is gone
+    interrupted = stopped or isinstance(exc, Interrupted)
+    status = "interrupted" if interrupted else "failed"
+    code = ExitCode.INTERRUPTED if interrupted else getattr(exc, "exit_code", ExitCode.INTERNAL_ERROR)
     error = str(exc) if isinstance(exc, AnalyzerError) else f"internal error: {type(exc).__name__}: {exc}"
+    error += f" (after {seconds:.0f} s)"
     try:
-        store.finish_run(video_id, run_id, status, error=error)
+        store.finish_run(video_id, run_id, status, int(code), error=error)
     except InfrastructureError as db_exc:
         log.warning("video %s: could not record the %s status: %s", video_id, status, db_exc)
 
 
-def _mark_interrupted(url: str, video_id: int, run_id: str) -> None:
-    """Used on a forced exit: a short-lived connection marks the run interrupted."""
-    import psycopg
-
-    from analyzer.db import queries
-
+def _mark_interrupted(store, video_id: int, run_id: str, seconds: float) -> None:
+    """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised."""
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=1, options="-c statement_timeout=1000") as conn:
-            conn.execute(queries()["finish_run"], {"video_id": video_id, "run_id": run_id, "status": "interrupted",
-                                                   "frames": None, "faces": None, "events": None,
-                                                   "error": "stopped by signal"})
-    except psycopg.Error as exc:
+        store.interrupt(video_id, run_id, f"stopped by signal: forced exit after the grace period (after {seconds:.0f} s)")
+    except InfrastructureError as exc:
         log.warning("video %s: could not mark the run interrupted: %s", video_id, exc)
 
 

@@ -149,8 +149,9 @@ SPECS: tuple[Spec, ...] = (
          help="cap on this process's CUDA memory (MiB); exceeding it is a retryable CUDA OOM"),
     Spec("host_buffer_mb", "--host-buffer-mb", ("ANALYZER_HOST_BUFFER_MB",), _positive_int, 1024,
          help="cap on decoded frames held in host memory (MiB); lowers the batch size for large frames"),
-    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), _non_empty, "videos",
-         help="table checked for the video's row and key, when it exists"),
+    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), _non_empty,
+         help="table ([schema.]name, case-sensitive) that must hold the video's row and key; unset: "
+              "videos, checked when it exists"),
     Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), _non_empty, "id"),
     Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), _non_empty, "s3_key"),
     Spec("json_path", "--json", ("ANALYZER_JSON",), Path, help="also write the events as JSON to FILE ('-' = stdout)"),
@@ -190,7 +191,7 @@ class Settings:
     min_sharpness: float | None = None
     gpu_memory_mb: int = 8192
     host_buffer_mb: int = 1024
-    videos_table: str = "videos"
+    videos_table: str | None = None  # None: the runner's default table, checked only when it exists
     videos_id_column: str = "id"
     videos_key_column: str = "s3_key"
     json_path: Path | None = None

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from analyzer import db
-from analyzer.errors import InfrastructureError, LockLost, VideoMismatch
+from analyzer.errors import ExitCode, InfrastructureError, LockLost, SettingsError, VideoMismatch
 from analyzer.events import Event
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,10 @@ class Store:
     """The run's lock connection and everything written through it."""
 
     def __init__(self, url: str, application_name: str) -> None:
-        self.url = url
+        self.url, self.application_name = url, application_name
         self.conn = db.connect(url, application_name)
+        self.backend_pid: int = self.conn.info.backend_pid  # kept: readable once the session is gone
         self.locked_video: int | None = None
-
-    @property
-    def backend_pid(self) -> int:
-        return self.conn.info.backend_pid
 
     def close(self) -> None:
         """Release the lock (closing the session frees it too) and the connection."""
@@ -56,31 +53,53 @@ class Store:
             return True
         return False
 
-    def lock_holder(self, video_id: int) -> str | None:
-        """The application name (naming the Batch job) of the session that holds the lock."""
-        row = db.fetch_one(self.conn, "lock_holder", namespace=LOCK_NAMESPACE, video_id=video_id)
-        return row["application_name"] if row else None
+    def lock_holder(self, video_id: int) -> dict[str, Any] | None:
+        """The session holding the video's lock: ``application_name`` (naming the Batch job), ``pid``
+        and ``silent_s``, seconds since its last heartbeat (or its start); None once it is free."""
+        return db.fetch_one(self.conn, "lock_holder", namespace=LOCK_NAMESPACE, video_id=video_id)
 
     # The videos table guard
 
-    def check_video_row(self, table: str, id_column: str, key_column: str, video_id: int, key: str) -> None:
-        """Refuse the run when ``table`` exists and its row for video_id is missing or names another key."""
-        present = db.fetch_one(self.conn, "video_table_exists", table=table)
-        if not present or not present["present"]:
-            return
-        query = sql.SQL("SELECT {key} AS key FROM {table} WHERE {id} = %(video_id)s").format(
-            key=sql.Identifier(key_column), table=sql.Identifier(*table.split(".")), id=sql.Identifier(id_column)
-        )
+    def check_video_row(self, table: str, id_column: str, key_column: str, video_id: int, key: str, *,
+                        required: bool) -> bool:
+        """Refuse the run when ``table``'s row for video_id is missing or names another key.
+
+        ``table`` (``name`` or ``schema.name``) is looked up exactly as the guard's query names it
+        (quoted identifiers: ``Videos`` is "Videos", not videos). Returns whether the guard ran: a
+        missing table is no guard only when not ``required``.
+
+        Raises:
+            SettingsError: the table is required but does not exist, or lacks a column.
+            VideoMismatch: no row for video_id, or its key is another.
+            InfrastructureError: the database is unreachable or timed out.
+        """
+        name = sql.Identifier(*table.split("."))
         with db.translate_errors(f"reading {table}"):
             try:
+                present = self.conn.execute(db.queries()["video_table_exists"],
+                                            {"table": name.as_string(self.conn)}).fetchone()["present"]
+                if not present:
+                    if required:
+                        raise SettingsError(f"invalid setting VIDEOS_TABLE: no table {table} in this database"
+                                            " (names are case-sensitive; unset VIDEOS_TABLE to run without the guard)")
+                    return False
+                query = sql.SQL("SELECT {key} AS key FROM {table} WHERE {id} = %(video_id)s").format(
+                    key=sql.Identifier(key_column), table=name, id=sql.Identifier(id_column))
                 row = self.conn.execute(query, {"video_id": video_id}).fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
             except psycopg.errors.UndefinedColumn as exc:
-                raise VideoMismatch(f"table {table} has no column {id_column} or {key_column}") from exc
+                raise SettingsError(f"invalid setting VIDEOS_ID_COLUMN / VIDEOS_KEY_COLUMN: table {table} has no"
+                                    f" column {id_column} or {key_column}") from exc
+            except psycopg.Error as exc:  # no permission, an unusable name: a deployment to fix, not retry
+                reason = str(exc).strip().splitlines()[0]
+                raise SettingsError(f"invalid setting VIDEOS_TABLE: cannot read {table} ({reason})") from exc
         if row is None:
             raise VideoMismatch(f"video {video_id} is not in table {table}: refusing to analyse {key!r}")
         stored = str(row["key"])
         if _key_of(stored) != _key_of(key):
             raise VideoMismatch(f"video {video_id} is {stored!r} in table {table}, not {key!r}: refusing the run")
+        return True
 
     # The status row
 
@@ -96,10 +115,38 @@ class Store:
                    batch_attempt=batch_attempt)
         return run_id
 
-    def finish_run(self, video_id: int, run_id: str, status: str, error: str | None = None) -> None:
-        """Mark a run that did not succeed (failed, interrupted); only if it still owns the row."""
-        db.execute(self.conn, "finish_run", video_id=video_id, run_id=run_id, status=status,
-                   frames=None, faces=None, events=None, error=error)
+    def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None:
+        """Mark a run that did not succeed (failed, interrupted); only if it still owns the row.
+
+        When the lock connection is broken (terminated, network lost) the row is written through a
+        short connection of its own, so that the row never stays ``running`` for want of a session.
+
+        Raises:
+            InfrastructureError: neither connection could write it.
+        """
+        params = {"video_id": video_id, "run_id": run_id, "status": status, "exit_code": exit_code, "error": error,
+                  "frames": None, "faces": None, "events": None}
+        if not self.conn.closed and not self.conn.broken:
+            try:
+                db.execute(self.conn, "finish_run", **params)
+                return
+            except InfrastructureError:
+                if not self.conn.broken:
+                    raise
+        with db.connect(self.url, self.application_name + ":end", short=True) as conn:
+            db.execute(conn, "finish_run", **params)
+
+    def interrupt(self, video_id: int, run_id: str, error: str) -> None:
+        """The forced exit's last write, from another thread: end the lock session (rolling back a
+        write it may be blocked in, which holds the status row), then mark the run interrupted.
+
+        Raises:
+            InfrastructureError: the database could not be reached or the row stayed locked.
+        """
+        with db.connect(self.url, self.application_name + ":end", short=True) as conn:
+            db.fetch_one(conn, "terminate_backend", pid=self.backend_pid, timeout_ms=1000)
+            db.execute(conn, "finish_run", video_id=video_id, run_id=run_id, status="interrupted",
+                       exit_code=int(ExitCode.INTERRUPTED), error=error, frames=None, faces=None, events=None)
 
     def write_events(self, video_id: int, run_id: str, events: list[Event], model_version: str,
                      frames: int, faces: int) -> None:
@@ -117,7 +164,15 @@ class Store:
                               {"video_id": video_id, "event_keys": [e.event_key for e in events]})
             self.conn.execute(db.queries()["finish_run"], {
                 "video_id": video_id, "run_id": run_id, "status": "succeeded", "frames": frames,
-                "faces": faces, "events": len(events), "error": None})
+                "faces": faces, "events": len(events), "error": None, "exit_code": int(ExitCode.OK)})
+
+
+def stale_runs(conn: psycopg.Connection, older_than_s: float, limit: int | None = None) -> list[dict[str, Any]]:
+    """Videos whose last run died or gave up (see the ``stale_runs`` query), oldest first:
+    ``running`` rows silent for ``older_than_s`` seconds, ``interrupted`` rows, and ``failed`` rows
+    whose exit code was retryable."""
+    retryable = [int(code) for code in ExitCode if code.retryable]
+    return db.fetch_all(conn, "stale_runs", older_than_s=older_than_s, retryable=retryable, limit=limit)
 
 
 def _key_of(key: str) -> str:

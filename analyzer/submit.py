@@ -14,6 +14,16 @@ submits one array job per 10,000 rows; child ``i`` reads row ``i`` of its manife
 lock and status check as a single job, so a video listed again, or already queued by the
 dispatcher, is analysed once. ``--dry-run`` prints the requests (JSON lines) and submits nothing.
 
+Videos whose last run died or gave up (read from ``video_analyses`` through ``DATABASE_URL``)::
+
+    analyzer submit --stale --dry-run          # list them and the jobs it would submit
+    analyzer submit --stale [--older-than 600] [--limit N]
+
+finds ``running`` rows whose heartbeat stopped ``--older-than`` seconds ago (worker killed, instance
+lost, a Batch timeout's SIGKILL), ``interrupted`` runs (SIGTERM: cancel, Batch timeout, a Spot
+reclaim whose attempts ran out) and ``failed`` runs with a retryable exit code (Batch ran out of
+attempts), and submits one job per video, named like any other.
+
 Job naming, environment and tags are shared with the Lambda dispatcher (``analyzer/dispatch.py``):
 a video's job is always named ``video-process-<video_id>``.
 """
@@ -30,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
 
@@ -234,6 +245,33 @@ def execute_plan(plan: Plan, batch_client: Any, s3_client: Any) -> list[str]:
     return [submit_request(batch_client, request) for request in plan.requests]
 
 
+# --- stale runs -------------------------------------------------------------------------------
+
+DEFAULT_STALE_AFTER_S = 600.0  # far above a live worker's heartbeat gap (30 s at the default settings)
+
+
+def plan_stale(rows: Sequence[dict[str, Any]], *, job_queue: str, job_definition: str,
+               extra_env: dict[str, str] | None = None) -> Plan:
+    """One video job per ``store.stale_runs`` row (its stored key; the bucket: the job default)."""
+    common = {"job_queue": job_queue, "job_definition": job_definition, "extra_env": extra_env}
+    if not rows:
+        log.info("no video needs resubmitting", extra={"action": "stale_run"})
+    for row in rows:
+        log.info("video %s: %s (job %s, exit code %s, silent %.0f s): %s", row["video_id"], row["status"],
+                 row["batch_job_id"], row["exit_code"], row["silent_s"], row["error"] or "no error recorded",
+                 extra={"action": "stale_run"})
+    return Plan([], [video_job_request(VideoJob(int(row["video_id"]), row["input_key"]), **common) for row in rows])
+
+
+def read_stale_runs(database_url: str, older_than_s: float, limit: int | None) -> list[dict[str, Any]]:
+    """``store.stale_runs`` through a connection of its own."""
+    from analyzer import db
+    from analyzer.store import stale_runs
+
+    with db.connect(database_url, "analyzer:submit-stale") as conn:
+        return stale_runs(conn, older_than_s, limit)
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -255,6 +293,13 @@ def register(subparsers: Any) -> None:
     what.add_argument("--video-id", type=int, help="video id of a single job (with --key)")
     what.add_argument("--manifest", metavar="FILE|s3://",
                       help="JSON Lines manifest of {video_id, key} rows: array job(s)")
+    what.add_argument("--stale", action="store_true",
+                      help="one job per video whose last run died or gave up (needs DATABASE_URL)")
+    parser.add_argument("--older-than", type=float, default=DEFAULT_STALE_AFTER_S, metavar="SECONDS",
+                        help=f"--stale: running rows silent this long (default {DEFAULT_STALE_AFTER_S:.0f})")
+    parser.add_argument("--limit", type=int, help="--stale: at most this many videos, oldest first")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="--stale: PostgreSQL URL [$DATABASE_URL]")
     parser.add_argument("--key", help="S3 key or s3://bucket/key of the single video")
     parser.add_argument("--bucket", help="bucket of --key when not the job definition's S3_BUCKET")
     parser.add_argument("--upload-to", metavar="s3://BUCKET/PREFIX/",
@@ -278,6 +323,8 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
     if not args.job_definition:
         raise SettingsError(f"no job definition: pass --job-definition or set {JOB_DEFINITION_ENV}")
     extra_env = dict(args.env or [])
+    if getattr(args, "stale", False):
+        return _build_stale_plan(args, extra_env)
     if args.manifest is None:
         if not args.key:
             raise SettingsError("--video-id needs --key")
@@ -295,6 +342,22 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
     return plan_backfill(rows, args.manifest, job_queue=args.job_queue,
                          job_definition=args.job_definition, upload_to=args.upload_to,
                          name=args.job_name, extra_env=extra_env)
+
+
+def _build_stale_plan(args: argparse.Namespace, extra_env: dict[str, str]) -> Plan:
+    if args.key or args.bucket:
+        raise SettingsError("--key/--bucket apply to --video-id; --stale uses each video's stored key")
+    if not args.database_url:
+        raise SettingsError("--stale needs the database: pass --database-url or set DATABASE_URL")
+    if not args.older_than > 0:
+        raise SettingsError(f"--older-than must be a number of seconds > 0, got {args.older_than}")
+    if args.limit is not None and args.limit < 1:
+        raise SettingsError(f"--limit must be at least 1, got {args.limit}")
+    from analyzer import logs
+
+    logs.register_secret(urlsplit(args.database_url).password)
+    rows = read_stale_runs(args.database_url, args.older_than, args.limit)
+    return plan_stale(rows, job_queue=args.job_queue, job_definition=args.job_definition, extra_env=extra_env)
 
 
 def run_submit(args: argparse.Namespace) -> int:

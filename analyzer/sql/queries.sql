@@ -6,11 +6,22 @@ SELECT pg_try_advisory_lock(%(namespace)s, %(video_id)s) AS locked;
 SELECT pg_advisory_unlock(%(namespace)s, %(video_id)s) AS unlocked;
 
 -- lock_holder --
--- application_name of the session holding a video's lock (it names the Batch job).
-SELECT a.application_name, a.pid
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+-- The session holding a video's lock: its application_name (it names the Batch job), and how many
+-- seconds it has been silent: since the running row's last heartbeat, or since the session began
+-- when that is later (a run that has just taken the lock has no heartbeat of its own yet).
+SELECT a.application_name, a.pid,
+       extract(epoch FROM now() - greatest(a.backend_start,
+           CASE WHEN va.status = 'running' THEN va.heartbeat_at END))::float8 AS silent_s
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+LEFT JOIN video_analyses va ON va.video_id = %(video_id)s
 WHERE l.locktype = 'advisory' AND l.granted
   AND l.classid = %(namespace)s AND l.objid = %(video_id)s AND l.objsubid = 2;
+
+-- terminate_backend --
+-- Ends a session of this run (the forced exit ends its own lock session, whose open write
+-- transaction would otherwise hold the status row); waits up to timeout_ms for it to go.
+SELECT pg_terminate_backend(%(pid)s, %(timeout_ms)s) AS terminated;
 
 -- lock_held_by --
 -- Whether the given backend still holds the video's lock (checked by the heartbeat).
@@ -64,8 +75,47 @@ DELETE FROM events WHERE video_id = %(video_id)s AND NOT (event_key = ANY(%(even
 -- finish_run --
 UPDATE video_analyses
 SET status = %(status)s, finished_at = now(), heartbeat_at = now(),
-    frames = %(frames)s, faces = %(faces)s, events = %(events)s, error = %(error)s
+    frames = %(frames)s, faces = %(faces)s, events = %(events)s, error = %(error)s,
+    exit_code = %(exit_code)s
 WHERE video_id = %(video_id)s AND run_id = %(run_id)s;
 
 -- video_table_exists --
+-- The argument is the name exactly as the guard's query writes it (quoted identifiers, so no
+-- case folding), resolved through the same search_path.
 SELECT to_regclass(%(table)s) IS NOT NULL AS present;
+
+-- stale_runs --
+-- Videos whose last run died or gave up, for resubmission: running rows whose heartbeat stopped,
+-- interrupted runs (SIGTERM: cancel, Batch timeout, Spot reclaim), and failed runs whose exit
+-- code was retryable (Batch ran out of attempts). Oldest first.
+SELECT video_id, input_key, status, batch_job_id, exit_code, error,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS silent_s
+FROM video_analyses
+WHERE (status = 'running' AND heartbeat_at < now() - make_interval(secs => %(older_than_s)s))
+   OR status = 'interrupted'
+   OR (status = 'failed' AND exit_code = ANY(%(retryable)s))
+ORDER BY heartbeat_at, video_id
+LIMIT %(limit)s;
+
+-- migration_lock --
+-- Concurrent workers starting together apply the migrations one at a time.
+SELECT pg_advisory_lock(%(namespace)s, %(key)s);
+
+-- migration_unlock --
+SELECT pg_advisory_unlock(%(namespace)s, %(key)s);
+
+-- create_schema_migrations --
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- applied_migrations --
+SELECT version FROM schema_migrations;
+
+-- migration_without_statement_timeout --
+-- A migration may rewrite a big table; only its lock waits stay bounded (lock_timeout).
+SET LOCAL statement_timeout = 0;
+
+-- record_migration --
+INSERT INTO schema_migrations (version) VALUES (%(version)s);

@@ -175,3 +175,28 @@ def test_fill_command_takes_values_from_the_environment(tmp_path: Path):
     env.pop("REGION")
     refused = subprocess.run(command, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "REGION" in refused.stderr and refused.stdout == ""
+
+
+def test_attempt_timeout_is_derived_from_the_duration_limit(render):
+    """Every accepted video must fit in one attempt: Batch does not retry a timed-out attempt."""
+    from analyzer.settings import spec
+
+    limit = spec("max_duration_s").default
+    timeout = definition()["timeout"]["attemptDurationSeconds"]
+    assert render.max_duration_s(definition()) == limit
+    assert timeout == render.attempt_duration_s(limit)
+    assert timeout >= limit / render.WORST_REALTIME_FACTOR + render.ATTEMPT_MARGIN_S
+    assert render.WORST_REALTIME_FACTOR <= 4.2 / 4  # at most the H200 figure with 4x the pixels
+    assert timeout > limit / 4.2  # the issue's case: 4 h of video at 4.2x needs 57 min plus start-up
+
+
+def test_a_changed_duration_limit_is_caught(render, tmp_path: Path):
+    doc = definition()
+    doc["containerProperties"]["environment"].append({"name": "ANALYZER_MAX_DURATION_S", "value": "7200"})
+    stale = tmp_path / "job-definition.json"
+    stale.write_text(json.dumps(doc))
+    [problem] = render.check(stale)
+    assert "attemptDurationSeconds is 15300" in problem and "7200" in problem
+    render.write(stale)
+    assert render.check(stale) == []
+    assert render.load(stale)["timeout"]["attemptDurationSeconds"] == 7200 + render.ATTEMPT_MARGIN_S

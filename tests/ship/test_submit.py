@@ -144,3 +144,81 @@ def test_through_the_analyzer_cli(stack, capsys):
     assert json.loads(capsys.readouterr().out)["jobName"] == "video-process-84"
     assert cli.main(["submit", "--video-id", "85", "--key", "k", "--job-definition", "nope"]) == 2
     assert [job["jobName"] for job in stack.jobs()] == ["video-process-84"]
+
+
+# --- analyzer submit --stale: videos whose run died, against moto's Batch and a real PostgreSQL
+
+
+@pytest.fixture
+def analyses(pg_server) -> str:
+    """A migrated database with one video_analyses row per case (video_id: what it stands for)."""
+    import psycopg
+
+    from analyzer import db
+    from analyzer.migrate import migrate
+
+    url = pg_server.create_database()
+    with db.connect(url, "test") as conn:
+        migrate(conn)
+    rows = [  # video_id, status, heartbeat age (s), exit code
+        (201, "running", 3600, None),  # worker killed, instance lost: heartbeat stopped an hour ago
+        (202, "running", 5, None),  # alive
+        (203, "interrupted", 7200, 143),  # SIGTERM: cancel, Batch timeout
+        (204, "failed", 1800, 75),  # retryable, Batch ran out of attempts
+        (205, "failed", 1800, 5),  # undecodable: a retry cannot help
+        (206, "succeeded", 9000, 0),
+    ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for video_id, status, age, code in rows:
+            conn.execute("INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version,"
+                         " heartbeat_at, exit_code, batch_job_id)"
+                         " VALUES (%s, gen_random_uuid(), %s, %s, 'm', now() - make_interval(secs => %s), %s,"
+                         " %s)", (video_id, status, f"videos/2025/12/29/{video_id}_v.mp4", age, code,
+                                  f"job-{video_id}"))
+    return url
+
+
+def test_stale_runs_are_resubmitted_one_job_per_video(stack, analyses, capsys):
+    assert run(["--stale", "--database-url", analyses]) == 0
+    jobs = sorted(stack.jobs(), key=lambda job: job["jobName"])
+    assert [job["jobName"] for job in jobs] == [
+        "video-process-201", "video-process-203", "video-process-204"]
+    for job in jobs:
+        env = job_env(job)
+        video_id = job["jobName"].rsplit("-", 1)[1]
+        assert (env["video_id"], env["VideoKey"]) == (video_id, f"videos/2025/12/29/{video_id}_v.mp4")
+        assert env["S3_BUCKET"] == BUCKET
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["jobName"] for line in printed] == ["video-process-203", "video-process-201", "video-process-204"]
+
+
+def test_stale_dry_run_lists_and_submits_nothing(stack, analyses, capsys):
+    assert run(["--stale", "--database-url", analyses, "--older-than", "1", "--limit", "3", "--dry-run"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["submit_job"]["jobName"] for line in lines] == [
+        "video-process-203", "video-process-201", "video-process-204"]  # oldest first, at most 3
+    assert stack.jobs() == []
+
+
+def test_stale_with_a_short_threshold_includes_the_silent_running_row(stack, analyses, capsys):
+    assert run(["--stale", "--database-url", analyses, "--older-than", "1", "--dry-run"]) == 0
+    names = [json.loads(line)["submit_job"]["jobName"] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(names) == ["video-process-201", "video-process-202", "video-process-203", "video-process-204"]
+
+
+def test_stale_argument_errors(stack, analyses, monkeypatch):
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        run(["--stale"])
+    with pytest.raises(SettingsError, match="--older-than"):
+        run(["--stale", "--database-url", analyses, "--older-than", "0"])
+    with pytest.raises(SettingsError, match="--key"):
+        run(["--stale", "--database-url", analyses, "--key", "k"])
+    assert stack.jobs() == []
+
+
+def test_stale_through_the_cli_with_an_unreachable_database_is_retryable(stack, capsys):
+    from analyzer import cli
+
+    assert cli.main(["submit", "--stale", "--database-url", "postgresql://u:hunter2@127.0.0.1:1/db"]) == 75
+    assert "hunter2" not in capsys.readouterr().err
+    assert stack.jobs() == []
