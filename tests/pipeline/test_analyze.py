@@ -29,8 +29,9 @@ def test_cpu_summary_accounts_for_the_run(walking_video: Path, models_dir: Path)
     assert all(stats[stage] >= 0 for stage in STAGES)
     assert sum(stats[stage] for stage in STAGES) <= stats["wall_s"]
     assert stats["models_s"] > 0
-    assert stats["frames_per_s"] == pytest.approx(21 / stats["wall_s"], rel=0.02)
-    assert stats["realtime_factor"] == pytest.approx(4.2 / stats["wall_s"], rel=0.02)
+    # both are rounded to 2 decimals: on a slow machine that rounding is more than 2 percent
+    assert stats["frames_per_s"] == pytest.approx(21 / stats["wall_s"], rel=0.02, abs=0.006)
+    assert stats["realtime_factor"] == pytest.approx(4.2 / stats["wall_s"], rel=0.02, abs=0.006)
     assert 0 < stats["peak_rss_mib"] < 4096
     assert not any(key.startswith("peak_gpu") or key.startswith("gpu_") for key in stats)
 
