@@ -412,7 +412,7 @@ def _log_failure(message_id: str, prefix: str, exc: Exception) -> None:
         log.error("message %s: %s%s", message_id, prefix, exc)
     else:
         log.error("message %s: %sunexpected %s: %s; returned to the queue", message_id, prefix,
-                  type(exc).__name__, str(exc)[:200], exc_info=not isinstance(exc, RecursionError))
+                  type(exc).__name__, str(exc)[:200], exc_info=exc)
 
 
 def group_by_video(requests: Iterable[Request], result: DispatchResult) -> dict[int, list[Request]]:
