@@ -37,8 +37,8 @@ them wrapped in an SNS notification envelope.
 
 Environment: ``ANALYZER_JOB_QUEUE``, ``ANALYZER_JOB_DEFINITION`` (required); ``DATABASE_URL``,
 ``VIDEOS_TABLE`` (default ``videos``, may be ``schema.table``), ``VIDEOS_ID_COLUMN`` (``id``),
-``VIDEOS_KEY_COLUMN`` (``s3_key``), ``ANALYZER_KEY_ID_PATTERN`` (unset), ``LOG_LEVEL`` (``INFO``). Lambda handler:
-``analyzer.dispatch.handler``. Imports only boto3 (in the Lambda runtime) and, when
+``VIDEOS_KEY_COLUMN`` (``s3_key``), ``ANALYZER_KEY_ID_PATTERN`` (unset), ``LOG_LEVEL`` (``INFO``).
+Lambda handler: ``analyzer.dispatch.handler``. Imports only boto3 (in the Lambda runtime) and, when
 ``DATABASE_URL`` is set, psycopg.
 """
 
