@@ -105,8 +105,8 @@ def main(argv: Sequence[str] | None = None, analyze=None) -> int:
     args.analyze = analyze
     logs.configure(getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
                    getattr(logging, str(args.log_level).upper(), logging.INFO))
-    for url in (os.environ.get("DATABASE_URL"), getattr(args, "database_url", None)):
-        logs.register_url_secrets(url)  # before anything can log or fail: never print a password
+    logs.register_environment_secrets(os.environ)  # before anything can log or fail
+    logs.register_url_secrets(getattr(args, "database_url", None))
     try:
         return args.handler(args)
     except errors.AnalyzerError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -41,6 +42,18 @@ def register_url_secrets(url: str | None) -> None:
     """Never print the secrets ``url`` holds (see ``url_secrets``)."""
     for secret in url_secrets(url or ""):
         register_secret(secret)
+
+
+def register_environment_secrets(env: Mapping[str, str]) -> None:
+    """Never print a secret the environment holds: the passwords of ``DATABASE_URL`` and
+    ``S3_ENDPOINT_URL``, and the value of any variable named like a secret
+    (``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``*PASSWORD*``; values of 8 characters
+    or more, so that a flag such as ``true`` is not scrubbed from every line)."""
+    for name in ("DATABASE_URL", "S3_ENDPOINT_URL"):
+        register_url_secrets(env.get(name))
+    for name, value in env.items():
+        if _SECRET_NAME.search(name) and len(value) >= 8:
+            register_secret(value)
 
 
 def mask_secret_value(name: str, value: str) -> str:

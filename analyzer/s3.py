@@ -247,11 +247,12 @@ def _client_error(exc: Any, what: str, not_found: type[AnalyzerError]) -> Analyz
 
 def head_object(client: Any, bucket: str, key: str, what: str,
                 not_found: type[AnalyzerError] = InputNotFound) -> dict[str, Any]:
-    """``HeadObject``, errors translated, saying whether the bucket or the object is missing.
+    """``HeadObject``, errors translated, saying which of bucket and object is missing.
 
-    A HEAD's 404 has no body, so it cannot tell a missing bucket from a missing key; that case
-    (and only that one) is asked again with a one-byte GET, whose error code says which
-    (``NoSuchBucket`` or ``NoSuchKey``; s3:GetObject is the only permission it needs).
+    A HEAD's error has no body, so its 404 cannot tell a missing bucket from a missing key, nor
+    its 400 an invalid key from, say, an expired token. Those two cases (only they) are asked
+    again with a one-byte GET, whose error code says (``NoSuchBucket``, ``NoSuchKey``,
+    ``InvalidRequest``...; s3:GetObject is the only permission it needs).
 
     Raises:
         AnalyzerError: as ``translate`` says; ``InfrastructureError`` if the object appeared
@@ -263,7 +264,7 @@ def head_object(client: Any, bucket: str, key: str, what: str,
         try:
             return client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc)[1] != 404:
+            if error_code(exc)[1] not in (400, 404):
                 raise
         client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
-        raise InfrastructureError(f"{what}: missing at first, then found; retry")
+        raise InfrastructureError(f"{what}: refused at first, then found; retry")

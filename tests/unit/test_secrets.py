@@ -74,3 +74,11 @@ def test_submit_dry_run_masks_secrets_in_the_job_environment(monkeypatch, capsys
     env = {e["name"]: e["value"] for e in json.loads(out)["submit_job"]["containerOverrides"]["environment"]}
     assert env["DATABASE_URL"] == "postgresql://app:***@db/x?password=***"
     assert env["API_TOKEN"] == "***" and env["ANALYZER_SAMPLE_FPS"] == "4"
+
+
+def test_secrets_in_the_environment_are_registered(clean_secrets):
+    logs.register_environment_secrets({"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG", "ANALYZER_FORCE": "true",
+                                       "S3_ENDPOINT_URL": "http://minio:longpassword@s3.local:9000",
+                                       "DATABASE_URL": "postgresql://app@db/x?password=dbpass123"})
+    line = logs.scrub("keys wJalrXUtnFEMI/K7MDENG longpassword dbpass123 force=true")
+    assert line == "keys *** *** *** force=true"
