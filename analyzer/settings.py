@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from analyzer.conninfo import parse_database_url
 from analyzer.errors import SettingsError
 from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
-from analyzer.s3 import check_bucket, is_s3_uri, split_s3_uri
+from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from models.weights import DETECTORS  # light: no torch at import
 
 DEFAULT_MODEL_DIR = "weights"
@@ -66,6 +66,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _bucket(text: str) -> str:
+    return check_bucket(text.strip())
+
+
 def _http_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -95,7 +99,7 @@ SPECS: tuple[Spec, ...] = (
          help="S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path"),
     Spec("video_id", "--video-id", ("video_id", "VIDEO_ID"), parse_video_id, required=True,
          help="positive integer id of the video (never derived from the key)"),
-    Spec("s3_bucket", "--bucket", ("S3_BUCKET",), check_bucket, help="bucket of a bare S3 key"),
+    Spec("s3_bucket", "--bucket", ("S3_BUCKET",), _bucket, help="bucket of a bare S3 key"),
     Spec("s3_endpoint_url", "--s3-endpoint-url", ("S3_ENDPOINT_URL",), _http_url,
          help="endpoint of an S3-compatible server"),
     Spec("database_url", "--database-url", ("DATABASE_URL",), parse_database_url,
@@ -241,9 +245,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> S
     """Settings from parsed flags and the environment; raises SettingsError naming the setting."""
     env = os.environ if env is None else env
     settings = Settings(**{s.field: resolve_one(s, args, env) for s in SPECS})
-    if is_s3_uri(settings.video_key):
-        try:
+    try:
+        if is_s3_uri(settings.video_key):
             split_s3_uri(settings.video_key)
-        except SettingsError as exc:
-            raise SettingsError(f"invalid setting VideoKey: {exc} (expected s3://bucket/key)") from None
+        elif settings.s3_bucket is not None:
+            check_key(settings.video_key)
+    except (SettingsError, ValueError) as exc:
+        raise SettingsError(f"invalid setting VideoKey: {exc} (expected s3://bucket/key or a key)") from None
     return settings

@@ -66,6 +66,7 @@ BAD = [
     ({"VideoKey": "k", "video_id": "1", "S3_BUCKET": "a b"}, "S3_BUCKET", "bucket name"),
     ({"VideoKey": "s3://a b/k.mp4", "video_id": "1"}, "VideoKey", "bucket name"),
     ({"VideoKey": "s3://bucket/a\x00b.mp4", "video_id": "1"}, "VideoKey", "control characters"),
+    ({"VideoKey": "videos/a\nb.mp4", "video_id": "1", "S3_BUCKET": "b"}, "VideoKey", "control characters"),
 ]
 
 
