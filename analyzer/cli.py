@@ -25,10 +25,6 @@ def _run(args: argparse.Namespace) -> int:
 
     s = settings.resolve(args, _job_environment())
     logs.CONTEXT.update(video_id=s.video_id, batch_job_id=s.batch_job_id, run_id=None)
-    if s.database_url:
-        from urllib.parse import urlsplit
-
-        logs.register_secret(urlsplit(s.database_url).password)
     job = Job(s, analyze=args.analyze)
     started = time.monotonic()
     try:
@@ -70,7 +66,8 @@ def _job_environment() -> dict[str, str]:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from analyzer.db import connect, mask_url
+    from analyzer.conninfo import mask_url
+    from analyzer.db import connect
     from analyzer.migrate import migrate
 
     url = settings.resolve_one(settings.spec("database_url"), args, os.environ, required=True)
@@ -108,6 +105,8 @@ def main(argv: Sequence[str] | None = None, analyze=None) -> int:
     args.analyze = analyze
     logs.configure(getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
                    getattr(logging, str(args.log_level).upper(), logging.INFO))
+    logs.register_environment_secrets(os.environ)  # before anything can log or fail
+    logs.register_url_secrets(getattr(args, "database_url", None))
     try:
         return args.handler(args)
     except errors.AnalyzerError as exc:

@@ -7,14 +7,16 @@ code  name                     retry?     meaning
 ====  =======================  =========  ==================================================
 0     OK                       -          analysed, or skipped as a duplicate / already done
 2     BAD_SETTINGS             no         a setting is missing or invalid
-3     INPUT_NOT_FOUND          no         the S3 object or local file does not exist
+3     INPUT_NOT_FOUND          no         the input does not exist, is refused as invalid by S3,
+                                          or is not a regular file
 4     ACCESS_DENIED            no         S3 refused access to the object
 5     UNDECODABLE_VIDEO        no         no decodable video frame in the input
 6     INPUT_REJECTED           no         over the resolution or duration limit
 7     VIDEO_MISMATCH           no         video_id does not match the videos table
 8     MODEL_WEIGHTS            no         model weights missing or corrupt (sha256)
 9     INTERNAL_ERROR           no         a bug: an unexpected exception
-75    RETRYABLE                yes        database/S3 unreachable, lock lost, CUDA OOM
+75    RETRYABLE                yes        database/S3 unreachable, lock lost, CUDA OOM,
+                                          input changed while read
 143   INTERRUPTED              no         stopped by SIGTERM (cancel, Spot reclaim)
 ====  =======================  =========  ==================================================
 

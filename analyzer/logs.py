@@ -1,20 +1,28 @@
 """Logging: one JSON object per line in the container, readable text on a terminal.
 
 Every record carries the job's context (video_id, run_id, Batch job id), and any registered
-secret (the database password) is scrubbed from the final line, whatever logged it.
+secret (the database password) is scrubbed from the final line, whatever logged it. A URL's
+password can sit in its userinfo (``postgresql://app:pw@db/x``) or in its query
+(``?password=pw``, libpq's form); ``register_url_secrets`` registers both, raw and
+percent-decoded (``analyzer.conninfo`` finds them).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from analyzer.conninfo import mask_url, url_secrets
+
 CONTEXT: dict[str, Any] = {}  # video_id, run_id, batch_job_id: added to every record
 _SECRETS: set[str] = set()
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s%(context)s"
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE", re.IGNORECASE)
 
 
 def register_secret(secret: str | None) -> None:
@@ -24,9 +32,36 @@ def register_secret(secret: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    for secret in _SECRETS:
+    """``text`` with every registered secret replaced by ``***`` (longest first)."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def register_url_secrets(url: str | None) -> None:
+    """Never print the secrets ``url`` holds (see ``url_secrets``)."""
+    for secret in url_secrets(url or ""):
+        register_secret(secret)
+
+
+def register_environment_secrets(env: Mapping[str, str]) -> None:
+    """Never print a secret the environment holds: the passwords of ``DATABASE_URL`` and
+    ``S3_ENDPOINT_URL``, and the value of any variable named like a secret
+    (``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``*PASSWORD*``; values of 8 characters
+    or more, so that a flag such as ``true`` is not scrubbed from every line)."""
+    for name in ("DATABASE_URL", "S3_ENDPOINT_URL"):
+        register_url_secrets(env.get(name))
+    for name, value in env.items():
+        if _SECRET_NAME.search(name) and len(value) >= 8:
+            register_secret(value)
+
+
+def mask_secret_value(name: str, value: str) -> str:
+    """A setting's value as it may be printed: ``***`` when its name says it is a secret
+    (``*PASSWORD*``, ``*SECRET*``, ``*TOKEN*``...), a URL with its passwords masked, else itself."""
+    if _SECRET_NAME.search(name):
+        return "***"
+    return mask_url(value) if "://" in value else value
 
 
 class _ContextFilter(logging.Filter):

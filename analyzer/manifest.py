@@ -5,9 +5,10 @@ Format: JSON Lines (UTF-8), one object per line, nothing else on the line::
     {"video_id": 84, "key": "videos/2025/12/29/6f1c..._talk.mp4"}
     {"video_id": 85, "key": "s3://other-bucket/videos/2025/12/30/9a2e..._demo.mp4"}
 
-- ``video_id``: a positive integer (a JSON number, or a string of decimal digits).
+- ``video_id``: a positive integer up to 2**31 - 1 (a JSON number, or a string of ASCII digits;
+  ``analyzer.ids``, the validator every entry point uses).
 - ``key``: the S3 object key in ``S3_BUCKET``, or an ``s3://bucket/key`` URI, or a local path
-  (the same forms the worker's ``VideoKey`` accepts).
+  (the same forms the worker's ``VideoKey`` accepts); no control characters.
 - No other fields: a typo such as ``"videoid"`` is an error, not an ignored column.
 
 Row ``i`` (0-based) is line ``i + 1``; the array child with ``AWS_BATCH_JOB_ARRAY_INDEX=i`` analyses
@@ -27,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
+from analyzer.errors import AccessDenied, SettingsError
+from analyzer.ids import parse_video_id
+from analyzer.s3 import check_key, default_s3_client, is_s3_uri, s3_errors, split_s3_uri
 
 log = logging.getLogger(__name__)
 
-S3_SCHEME = "s3://"
 FIELDS = ("video_id", "key")
-MAX_VIDEO_ID = 2**63 - 1  # PostgreSQL bigint
 
 
 @dataclass(frozen=True)
@@ -45,31 +46,6 @@ class ManifestRow:
 
     def as_json(self) -> str:
         return json.dumps({"video_id": self.video_id, "key": self.key}, ensure_ascii=False)
-
-
-def is_s3_uri(source: str) -> bool:
-    return source.startswith(S3_SCHEME)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; SettingsError if either part is empty."""
-    if not is_s3_uri(uri):
-        raise SettingsError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
-    if not bucket or not key:
-        raise SettingsError(f"s3 URI needs a bucket and a key: {uri!r}")
-    return bucket, key
-
-
-def parse_video_id(value: Any, what: str) -> int:
-    """A positive integer from a JSON value (int, or a string of digits); SettingsError otherwise."""
-    if isinstance(value, bool):
-        raise SettingsError(f"{what}: video_id must be a positive integer, got {value!r}")
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or not 0 < value <= MAX_VIDEO_ID:
-        raise SettingsError(f"{what}: video_id must be a positive integer, got {value!r}")
-    return value
 
 
 def parse_manifest_line(line: str, where: str) -> ManifestRow:
@@ -91,7 +67,18 @@ def parse_manifest_line(line: str, where: str) -> ManifestRow:
     key = obj["key"]
     if not isinstance(key, str) or not key.strip():
         raise SettingsError(f"{where}: key must be a non-empty string, got {key!r}")
-    return ManifestRow(video_id=parse_video_id(obj["video_id"], where), key=key)
+    if is_s3_uri(key):  # a malformed URI, bucket or key fails here, not in an array child
+        split_s3_uri(key)
+    else:
+        try:
+            check_key(key)
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+    try:
+        video_id = parse_video_id(obj["video_id"])
+    except ValueError as exc:
+        raise SettingsError(f"{where}: video_id {exc}") from None
+    return ManifestRow(video_id=video_id, key=key)
 
 
 def manifest_lines(text: str, source: str) -> list[str]:
@@ -127,15 +114,6 @@ def format_manifest(rows: Iterable[ManifestRow]) -> str:
     return "".join(row.as_json() + "\n" for row in rows)
 
 
-def default_s3_client() -> Any:
-    """The worker's S3 client, honouring ``S3_ENDPOINT_URL`` (SeaweedFS locally; unset on AWS)."""
-    import os
-
-    from analyzer.source import make_s3_client
-
-    return make_s3_client(os.environ.get("S3_ENDPOINT_URL") or None)
-
-
 def load_manifest_text(source: str, s3_client: Any = None) -> str:
     """The manifest's text from a local path or an ``s3://`` URI, errors translated."""
     if is_s3_uri(source):
@@ -153,22 +131,9 @@ def load_manifest_text(source: str, s3_client: Any = None) -> str:
 
 
 def _load_s3_text(uri: str, s3_client: Any) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from analyzer.source import DENIED_CODES, NOT_FOUND_CODES
-
     bucket, key = split_s3_uri(uri)
-    try:
+    with s3_errors(f"manifest {uri}", not_found=SettingsError):
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in NOT_FOUND_CODES:
-            raise SettingsError(f"manifest {uri} not found") from exc
-        if code in DENIED_CODES:
-            raise AccessDenied(f"manifest {uri}: access denied ({code})") from exc
-        raise InfrastructureError(f"manifest {uri}: S3 error {code}") from exc
-    except BotoCoreError as exc:
-        raise InfrastructureError(f"manifest {uri}: S3 unreachable ({exc})") from exc
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:

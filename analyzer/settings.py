@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from analyzer.conninfo import parse_database_url
 from analyzer.errors import SettingsError
+from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
+from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from models.weights import DETECTORS  # light: no torch at import
 
-INT4_MAX = 2**31 - 1
 DEFAULT_MODEL_DIR = "weights"
 
 
@@ -35,16 +37,6 @@ class Spec:
     default: Any = None
     help: str = ""
     required: bool = False
-
-
-def _video_id(text: str) -> int:
-    text = text.strip()
-    if not text.isdigit():
-        raise ValueError(f"must be a positive integer, got {text!r}")
-    value = int(text)
-    if not 1 <= value <= INT4_MAX:
-        raise ValueError(f"must be between 1 and {INT4_MAX}, got {text}")
-    return value
 
 
 def _non_empty(text: str) -> str:
@@ -74,15 +66,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _database_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
-        raise ValueError("must look like postgresql://user:password@host:port/dbname")
-    try:
-        parts.port  # noqa: B018 - raises on a non-numeric port
-    except ValueError as exc:
-        raise ValueError(f"has an invalid port ({exc})") from None
-    return text.strip()
+def _bucket(text: str) -> str:
+    return check_bucket(text.strip())
 
 
 def _http_url(text: str) -> str:
@@ -112,12 +97,12 @@ def _flag(text: str) -> bool:
 SPECS: tuple[Spec, ...] = (
     Spec("video_key", "input", ("VideoKey", "VIDEO_KEY"), _non_empty, required=True,
          help="S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path"),
-    Spec("video_id", "--video-id", ("video_id", "VIDEO_ID"), _video_id, required=True,
+    Spec("video_id", "--video-id", ("video_id", "VIDEO_ID"), parse_video_id, required=True,
          help="positive integer id of the video (never derived from the key)"),
-    Spec("s3_bucket", "--bucket", ("S3_BUCKET",), _non_empty, help="bucket of a bare S3 key"),
+    Spec("s3_bucket", "--bucket", ("S3_BUCKET",), _bucket, help="bucket of a bare S3 key"),
     Spec("s3_endpoint_url", "--s3-endpoint-url", ("S3_ENDPOINT_URL",), _http_url,
          help="endpoint of an S3-compatible server"),
-    Spec("database_url", "--database-url", ("DATABASE_URL",), _database_url,
+    Spec("database_url", "--database-url", ("DATABASE_URL",), parse_database_url,
          help="PostgreSQL URL; without it events go to JSON and a local file lock guards duplicates"),
     Spec("batch_job_id", "--job-id", ("AWS_BATCH_JOB_ID",), _non_empty, help="AWS Batch job id"),
     Spec("batch_attempt", "--job-attempt", ("AWS_BATCH_JOB_ATTEMPT",), _positive_int,
@@ -149,11 +134,11 @@ SPECS: tuple[Spec, ...] = (
          help="cap on this process's CUDA memory (MiB); exceeding it is a retryable CUDA OOM"),
     Spec("host_buffer_mb", "--host-buffer-mb", ("ANALYZER_HOST_BUFFER_MB",), _positive_int, 1024,
          help="cap on decoded frames held in host memory (MiB); lowers the batch size for large frames"),
-    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), _non_empty,
+    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), parse_table_name,
          help="table ([schema.]name, case-sensitive) that must hold the video's row and key; unset: "
               "videos, checked when it exists"),
-    Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), _non_empty, "id"),
-    Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), _non_empty, "s3_key"),
+    Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), parse_column_name, "id"),
+    Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), parse_column_name, "s3_key"),
     Spec("json_path", "--json", ("ANALYZER_JSON",), Path, help="also write the events as JSON to FILE ('-' = stdout)"),
     Spec("contact_sheet", "--contact-sheet", ("ANALYZER_CONTACT_SHEET",), Path,
          help="write a PNG grid of each event's best face"),
@@ -204,14 +189,13 @@ class Settings:
     @property
     def is_s3(self) -> bool:
         """An s3:// URI, or a bare key with a bucket; anything else is a local path."""
-        return self.video_key.startswith("s3://") or self.s3_bucket is not None
+        return is_s3_uri(self.video_key) or self.s3_bucket is not None
 
     @property
     def s3_location(self) -> tuple[str, str]:
         """(bucket, key) of an S3 input."""
-        if self.video_key.startswith("s3://"):
-            bucket, _, key = self.video_key.removeprefix("s3://").partition("/")
-            return bucket, key
+        if is_s3_uri(self.video_key):
+            return split_s3_uri(self.video_key)
         return str(self.s3_bucket), self.video_key
 
 
@@ -262,6 +246,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> S
     """Settings from parsed flags and the environment; raises SettingsError naming the setting."""
     env = os.environ if env is None else env
     settings = Settings(**{s.field: resolve_one(s, args, env) for s in SPECS})
-    if settings.video_key.startswith("s3://") and not all(settings.s3_location):
-        raise SettingsError(f"invalid setting VideoKey: {settings.video_key!r} is not s3://bucket/key")
+    try:
+        if is_s3_uri(settings.video_key):
+            split_s3_uri(settings.video_key)
+        elif settings.s3_bucket is not None:
+            check_key(settings.video_key)
+    except (SettingsError, ValueError) as exc:
+        raise SettingsError(f"invalid setting VideoKey: {exc} (expected s3://bucket/key or a key)") from None
     return settings

@@ -7,10 +7,10 @@ context manager that yields a ``LocalInput`` and, for S3, removes the downloaded
 Fingerprints: ``etag:<etag>:size:<bytes>`` for S3 (the ETag without quotes), and
 ``sha256:<hex>:size:<bytes>`` for local files.
 
-S3 errors are translated here, once: a missing object, bucket or file -> ``InputNotFound``; 403,
-bad credentials -> ``AccessDenied``; an unreachable endpoint, timeouts, throttling, 5xx ->
-``InfrastructureError`` (retryable). botocore retries transient failures itself (``standard``
-retry mode) before that.
+S3 locations, the client and error translation are ``analyzer.s3``'s; a local input must be a
+regular file (a FIFO or a device would be read forever while the lock is held), refused otherwise
+as bad input (``InputNotFound``, exit 3), and it is hashed from one open descriptor, at most the
+size it had when opened (a file that changes while it is hashed is retried: ``InfrastructureError``).
 """
 
 from __future__ import annotations
@@ -24,33 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analyzer.errors import AccessDenied, AnalyzerError, InfrastructureError, InputNotFound
-from analyzer.files import sha256_of
+from analyzer.errors import AccessDenied, InfrastructureError, InputNotFound, SettingsError
+from analyzer.files import FileChanged, sha256_of_regular_file
+from analyzer.s3 import (
+    S3Config,
+    check_bucket,
+    check_key,
+    head_object,
+    is_s3_uri,
+    make_s3_client,
+    s3_errors,
+    split_s3_uri,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_REGION = "us-east-1"
-NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
-DENIED_CODES = frozenset({
-    "403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "AllAccessDisabled", "AccountProblem", "InvalidToken", "ExpiredToken", "InvalidObjectState",
-})
-
-
-@dataclass(frozen=True)
-class S3Config:
-    """Client tuning: timeouts in seconds, attempts (botocore ``standard`` retries), transfer.
-
-    Objects of ``multipart_threshold`` bytes or more download as concurrent ranged GETs of
-    ``part_size`` bytes, ``max_concurrency`` at a time.
-    """
-
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    max_attempts: int = 5
-    multipart_threshold: int = 16 * 1024 * 1024
-    part_size: int = 16 * 1024 * 1024
-    max_concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -89,39 +76,21 @@ class LocalInput:
 
 
 def parse_input(video_key: str, bucket: str | None) -> InputRef:
-    """``s3://bucket/key`` -> S3; a key with ``bucket`` -> S3; otherwise a local path."""
-    if video_key.startswith("s3://"):
-        uri_bucket, _, key = video_key[len("s3://"):].partition("/")
-        if not uri_bucket or not key:
-            raise InputNotFound(f"input {video_key}: an s3:// URI needs a bucket and a key")
+    """``s3://bucket/key`` -> S3; a key with ``bucket`` -> S3; otherwise a local path.
+
+    Raises:
+        SettingsError: for a malformed URI, an invalid bucket name, or a key S3 could never serve
+            (empty, control characters, over 1024 bytes).
+    """
+    if is_s3_uri(video_key):
+        uri_bucket, key = split_s3_uri(video_key)
         return InputRef(bucket=uri_bucket, key=key, path=None)
     if bucket:
-        return InputRef(bucket=bucket, key=video_key, path=None)
+        try:
+            return InputRef(bucket=check_bucket(bucket), key=check_key(video_key), path=None)
+        except ValueError as exc:
+            raise SettingsError(f"input: {exc}") from None
     return InputRef(bucket=None, key=None, path=Path(video_key))
-
-
-def make_s3_client(
-    endpoint_url: str | None = None,
-    config: S3Config | None = None,
-    *,
-    session: Any | None = None,
-) -> Any:
-    """A boto3 S3 client: region from ``AWS_REGION``/``AWS_DEFAULT_REGION`` (else us-east-1),
-    credentials from the usual chain (or ``session``), botocore ``standard`` retries."""
-    import boto3
-    from botocore.config import Config
-
-    config = config or S3Config()
-    session = session or boto3.session.Session()
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
-    botocore_config = Config(
-        region_name=region or DEFAULT_REGION,
-        connect_timeout=config.connect_timeout_s,
-        read_timeout=config.read_timeout_s,
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
-        s3={"addressing_style": "path"} if endpoint_url else {},
-    )
-    return session.client("s3", endpoint_url=endpoint_url, config=botocore_config)
 
 
 def head_input(
@@ -149,8 +118,7 @@ def stat_input(
     if not ref.is_s3:
         return _head_local(ref)
     client = client or make_s3_client(endpoint_url, config)
-    with _s3_errors(ref):
-        reply = client.head_object(Bucket=ref.bucket, Key=ref.key)
+    reply = head_object(client, ref.bucket, ref.key, f"input {ref}")
     etag = str(reply["ETag"]).strip('"')
     size = int(reply["ContentLength"])
     return InputHead(ref=ref, fingerprint=f"etag:{etag}:size:{size}", size=size, etag=etag)
@@ -215,7 +183,7 @@ def _download(client: Any, ref: InputRef, head: InputHead, path: Path, config: S
         use_threads=True,
     )
     logger.info("input %s: downloading %d bytes", ref, head.size)
-    with _s3_errors(ref):
+    with s3_errors(f"input {ref}"):
         client.download_file(ref.bucket, ref.key, str(path), Config=transfer)
     after = stat_input(str(ref), None, client=client)
     _check_unchanged(after, head.fingerprint)
@@ -228,51 +196,20 @@ def _head_local(ref: InputRef) -> InputHead:
     path = ref.path
     assert path is not None
     try:
-        size = path.stat().st_size
-        digest = sha256_of(path)
+        digest, size = sha256_of_regular_file(path)
     except FileNotFoundError as exc:
         raise InputNotFound(f"input {path}: no such file") from exc
     except IsADirectoryError as exc:
         raise InputNotFound(f"input {path}: is a directory, not a file") from exc
     except PermissionError as exc:
         raise AccessDenied(f"input {path}: permission denied") from exc
+    except FileChanged as exc:
+        raise InfrastructureError(f"input {path}: {exc}") from exc
+    except ValueError as exc:  # a FIFO, a device, a socket
+        raise InputNotFound(f"input {path}: {exc}") from exc
     return InputHead(ref=ref, fingerprint=f"sha256:{digest}:size:{size}", size=size)
 
 
 def _local_input(head: InputHead) -> LocalInput:
     assert head.ref.path is not None
     return LocalInput(path=head.ref.path, fingerprint=head.fingerprint, size=head.size)
-
-
-@contextmanager
-def _s3_errors(ref: InputRef) -> Iterator[None]:
-    """Translate botocore/s3transfer exceptions into the project's, naming the object."""
-    from botocore import exceptions as bce
-    from s3transfer.exceptions import RetriesExceededError
-
-    try:
-        yield
-    except AnalyzerError:
-        raise
-    except bce.ClientError as exc:
-        raise _client_error(ref, exc) from exc
-    except (bce.NoCredentialsError, bce.PartialCredentialsError) as exc:
-        raise InfrastructureError(f"input {ref}: no usable AWS credentials ({exc})") from exc
-    except (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError) as exc:
-        raise InfrastructureError(f"input {ref}: S3 unreachable ({exc})") from exc
-    except (bce.BotoCoreError, RetriesExceededError, ConnectionError, TimeoutError) as exc:
-        raise InfrastructureError(f"input {ref}: S3 transfer failed ({exc})") from exc
-
-
-def _client_error(ref: InputRef, exc: Any) -> AnalyzerError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in NOT_FOUND_CODES or status == 404:
-        what = "bucket" if code == "NoSuchBucket" else "object"
-        return InputNotFound(f"input {ref}: no such {what} ({code or status})")
-    if code in DENIED_CODES or status == 403:
-        return AccessDenied(f"input {ref}: access denied ({code or status})")
-    if code in ("PreconditionFailed", "412") or status == 412:
-        return InfrastructureError(f"input {ref}: the object changed while it was being fetched")
-    return InfrastructureError(f"input {ref}: S3 error {code or status}")

@@ -43,6 +43,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
+from analyzer.ids import parse_video_id
+from analyzer.s3 import check_bucket, check_key, is_s3_uri, s3_errors, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,13 @@ def _environment(pairs: dict[str, str]) -> list[dict[str, str]]:
 def video_job_request(
     job: VideoJob, *, job_queue: str, job_definition: str, extra_env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """The ``batch.submit_job`` arguments for one video (key and id in environment and tags)."""
+    """The ``batch.submit_job`` arguments for one video (key and id in environment and tags).
+
+    Raises:
+        SettingsError: for an invalid id, key or bucket: nothing unchecked reaches a job's
+            environment (a NUL byte would cut it short, a newline forge the worker's log lines).
+    """
+    _check_job(job)
     env = {"VideoKey": job.key, "video_id": str(job.video_id)}
     if job.bucket:
         env["S3_BUCKET"] = job.bucket
@@ -96,6 +104,20 @@ def video_job_request(
         "tags": {"video_id": str(job.video_id), "VideoKey": tag_value(job.key)},
         "propagateTags": True,
     }
+
+
+def _check_job(job: VideoJob) -> None:
+    what = f"video {job.video_id}"
+    try:
+        parse_video_id(job.video_id)
+        if is_s3_uri(job.key):
+            split_s3_uri(job.key)
+        else:
+            check_key(job.key)
+        if job.bucket:
+            check_bucket(job.bucket)
+    except (ValueError, SettingsError) as exc:
+        raise SettingsError(f"{what}: {exc}") from None
 
 
 def array_job_request(
@@ -189,7 +211,7 @@ def plan_backfill(
     child must read its manifest from S3, so a local manifest, or one over ``max_array_size`` rows,
     needs ``upload_to`` (an ``s3://bucket/prefix/``); a single-part ``s3://`` manifest is used in place.
     """
-    from analyzer.manifest import format_manifest, is_s3_uri
+    from analyzer.manifest import format_manifest
 
     if not 2 <= max_array_size <= MAX_ARRAY_SIZE:
         raise ValueError(f"max_array_size must be 2..{MAX_ARRAY_SIZE}, got {max_array_size}")
@@ -224,23 +246,11 @@ def plan_backfill(
 
 def execute_plan(plan: Plan, batch_client: Any, s3_client: Any) -> list[str]:
     """Upload the manifest parts, then submit the jobs; returns the job ids in order."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from analyzer.manifest import split_s3_uri
-    from analyzer.source import DENIED_CODES
-
     for upload in plan.uploads:
         bucket, key = split_s3_uri(upload.uri)
-        try:
+        with s3_errors(f"manifest upload {upload.uri}", not_found=SettingsError):
             s3_client.put_object(Bucket=bucket, Key=key, Body=upload.text.encode("utf-8"),
                                  ContentType="application/x-ndjson")
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in DENIED_CODES:
-                raise AccessDenied(f"manifest {upload.uri}: upload denied") from exc
-            raise InfrastructureError(f"manifest {upload.uri}: upload failed ({code})") from exc
-        except BotoCoreError as exc:
-            raise InfrastructureError(f"manifest {upload.uri}: S3 unreachable ({exc})") from exc
         log.info("manifest %s: uploaded", upload.uri)
     return [submit_request(batch_client, request) for request in plan.requests]
 
@@ -290,7 +300,7 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[0],
     )
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--video-id", type=int, help="video id of a single job (with --key)")
+    what.add_argument("--video-id", help="video id of a single job (with --key)")
     what.add_argument("--manifest", metavar="FILE|s3://",
                       help="JSON Lines manifest of {video_id, key} rows: array job(s)")
     what.add_argument("--stale", action="store_true",
@@ -328,15 +338,17 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
     if args.manifest is None:
         if not args.key:
             raise SettingsError("--video-id needs --key")
-        if args.video_id <= 0:
-            raise SettingsError(f"--video-id must be a positive integer, got {args.video_id}")
-        job = VideoJob(args.video_id, args.key, args.bucket)
+        try:
+            video_id = parse_video_id(args.video_id)
+        except ValueError as exc:
+            raise SettingsError(f"--video-id {exc}") from None
+        job = VideoJob(video_id, args.key, args.bucket)
         return Plan([], [video_job_request(job, job_queue=args.job_queue,
                                            job_definition=args.job_definition,
                                            extra_env=extra_env)])
     if args.key or args.bucket:
         raise SettingsError("--key/--bucket apply to --video-id; a manifest row carries its key")
-    from analyzer.manifest import is_s3_uri, read_manifest
+    from analyzer.manifest import read_manifest
 
     rows = read_manifest(args.manifest, s3_client if is_s3_uri(args.manifest) else None)
     return plan_backfill(rows, args.manifest, job_queue=args.job_queue,
@@ -360,11 +372,21 @@ def _build_stale_plan(args: argparse.Namespace, extra_env: dict[str, str]) -> Pl
     return plan_stale(rows, job_queue=args.job_queue, job_definition=args.job_definition, extra_env=extra_env)
 
 
+def _masked(request: dict[str, Any]) -> dict[str, Any]:
+    """A request whose environment values that may hold a secret are masked, for printing."""
+    from analyzer.logs import mask_secret_value
+
+    overrides = request.get("containerOverrides", {})
+    environment = [{"name": item["name"], "value": mask_secret_value(item["name"], item["value"])}
+                   for item in overrides.get("environment", [])]
+    return {**request, "containerOverrides": {**overrides, "environment": environment}}
+
+
 def run_submit(args: argparse.Namespace) -> int:
     """Handler of ``analyzer submit``; raises project errors (AnalyzerError) for the CLI to map."""
     import boto3
 
-    from analyzer.manifest import default_s3_client
+    from analyzer.s3 import default_s3_client
 
     s3_client = default_s3_client()
     plan = build_plan(args, s3_client)
@@ -373,7 +395,7 @@ def run_submit(args: argparse.Namespace) -> int:
             rows = upload.text.count("\n")
             sys.stdout.write(json.dumps({"upload": upload.uri, "rows": rows}) + "\n")
         for request in plan.requests:
-            sys.stdout.write(json.dumps({"submit_job": request}) + "\n")
+            sys.stdout.write(json.dumps({"submit_job": _masked(request)}) + "\n")
         return 0
     job_ids = execute_plan(plan, boto3.client("batch"), s3_client)
     for request, job_id in zip(plan.requests, job_ids, strict=True):

@@ -20,7 +20,7 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
 mkdir -p "$stage/analyzer" "$(dirname "$out")"
-for module in __init__ errors submit manifest dispatch; do
+for module in __init__ errors ids s3 conninfo submit manifest dispatch; do
   cp "$repo/analyzer/$module.py" "$stage/analyzer/"
 done
 if [[ "$with_psycopg" == 1 ]]; then

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from analyzer.errors import AccessDenied, ExitCode, InfrastructureError, InputNotFound
-from analyzer.source import S3Config, fetch_input, head_input, parse_input, stat_input
+from analyzer.errors import AccessDenied, ExitCode, InfrastructureError, InputNotFound, SettingsError
+from analyzer.files import FileChanged, sha256_of_regular_file
+from analyzer.s3 import S3Config, make_s3_client
+from analyzer.source import fetch_input, head_input, parse_input, stat_input
+from tests.support import procs
 
 FAST = S3Config(connect_timeout_s=0.5, read_timeout_s=5.0, max_attempts=2)
 
@@ -46,8 +51,10 @@ def test_parse_input_forms():
     uri = parse_input("s3://other/a/b.mp4", "bucket")
     assert (uri.bucket, uri.key) == ("other", "a/b.mp4")
     assert parse_input("/tmp/x.mp4", None).path == Path("/tmp/x.mp4")
-    with pytest.raises(InputNotFound):
-        parse_input("s3://bucket-only", None)
+    for video_key, bucket in (("s3://bucket-only", None), ("s3://a b/k.mp4", None), ("k.mp4", "a b"),
+                              ("videos/a\x00b.mp4", "bucket"), ("s3://bucket/a\nb.mp4", None)):
+        with pytest.raises(SettingsError):
+            parse_input(video_key, bucket)
 
 
 def test_local_file_fingerprint_is_sha256_and_size(hamilton_video: Path):
@@ -127,15 +134,96 @@ def test_changed_object_is_refused(s3_env, uploaded: str, tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_key_and_bucket_are_input_not_found(s3_env, tmp_path: Path):
-    with pytest.raises(InputNotFound, match="no-such-key.mp4"):
+def test_missing_key_and_bucket_are_input_not_found_and_say_which(s3_env, tmp_path: Path):
+    with pytest.raises(InputNotFound, match="no-such-key.mp4: no such object") as info:
         head_input("videos/no-such-key.mp4", s3_env.bucket, s3_env.endpoint_url)
-    with pytest.raises(InputNotFound, match="no-such-key.mp4"):
+    assert "bucket" not in str(info.value).replace(s3_env.bucket, "")
+    with pytest.raises(InputNotFound, match="no-such-key.mp4: no such object"):
         with fetch_input("videos/no-such-key.mp4", s3_env.bucket, s3_env.endpoint_url, tmp_path):
             pass
-    with pytest.raises(InputNotFound):
+    # A HEAD's 404 cannot tell a missing bucket from a missing key: the message must.
+    with pytest.raises(InputNotFound, match="no such bucket") as info:
         head_input("s3://no-such-bucket-4711/a.mp4", None, s3_env.endpoint_url)
+    assert "no such object" not in str(info.value)
+    with pytest.raises(InputNotFound, match="no such bucket"):
+        with fetch_input("a.mp4", "no-such-bucket-4711", s3_env.endpoint_url, tmp_path):
+            pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_object_replaced_during_download_is_retryable(s3_env, tmp_path: Path):
+    """s3transfer's ranged GETs carry IfMatch: a replaced object fails them (S3DownloadFailedError)."""
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024))
+    key = _upload_key()
+    s3_env.upload(source, key)
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    replaced = threading.Event()
+
+    def replace_after_first_part(params, **_):
+        if "Range" in params and not replaced.is_set():  # the first ranged GET is on its way
+            replaced.set()
+            s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"a new upload")
+
+    client.meta.events.register("before-parameter-build.s3.GetObject", replace_after_first_part)
+    config = S3Config(multipart_threshold=5 * 1024 * 1024, part_size=5 * 1024 * 1024, max_concurrency=1)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with pytest.raises(InfrastructureError, match="changed") as info:
+        with fetch_input(key, s3_env.bucket, None, workdir, config=config, client=client):
+            pytest.fail("a replaced object must not be analysed")
+    assert replaced.is_set() and info.value.exit_code is ExitCode.RETRYABLE
+    assert list(workdir.iterdir()) == []
+
+
+def test_key_s3_refuses_as_invalid_is_bad_input_not_retried(s3_env):
+    with pytest.raises(InputNotFound, match=r"refused the key as invalid \(InvalidRequest\)") as info:
+        head_input("../../etc/passwd", s3_env.bucket, s3_env.endpoint_url, config=FAST)
+    assert not info.value.exit_code.retryable
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("video_key", "bucket", "code", "says"), [
+    ("../../etc/passwd", "session", ExitCode.INPUT_NOT_FOUND, "refused the key"),
+    ("videos/a.mp4", "a b", ExitCode.BAD_SETTINGS, "S3_BUCKET"),
+    ("s3://no-such-bucket-4711/a.mp4", None, ExitCode.INPUT_NOT_FOUND, "no such bucket"),
+])
+def test_worker_exit_code_for_bad_s3_input(s3_env, tmp_path: Path, video_key, bucket, code, says):
+    env = procs.worker_env(**{k: v for k, v in s3_env.env().items() if k != "S3_BUCKET"},
+                           ANALYZER_LOCK_DIR=str(tmp_path))
+    if bucket:
+        env["S3_BUCKET"] = s3_env.bucket if bucket == "session" else bucket
+    done = procs.run(["run", video_key, "--video-id", "1"], env, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr[-2000:]
+    assert says in json.loads(lines[-1])["message"] and "Traceback" not in done.stderr
+
+
+# --- local inputs: regular files only, read no further than their size ---------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo"])
+def test_worker_refuses_a_local_input_that_is_not_a_regular_file(tmp_path: Path, kind: str):
+    path = Path(kind)
+    if kind == "fifo":
+        path = tmp_path / "input.mp4"
+        os.mkfifo(path)
+    env = procs.worker_env(ANALYZER_LOCK_DIR=str(tmp_path))
+    started = time.monotonic()
+    done = procs.run(["run", str(path), "--video-id", "1"], env, timeout=60)
+    assert done.returncode == ExitCode.INPUT_NOT_FOUND, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert "not a regular file" in json.loads(line)["message"]
+    assert time.monotonic() - started < 30
+
+
+def test_hashing_reads_no_more_than_the_size_the_file_had():
+    # /proc files say 0 bytes but have content: like a file that grows while it is hashed
+    with pytest.raises(FileChanged, match="size changed"):
+        sha256_of_regular_file("/proc/self/status")
+    with pytest.raises(ValueError, match="character device"):
+        sha256_of_regular_file("/dev/zero")
 
 
 def test_wrong_credentials_are_access_denied(s3_env, uploaded: str, monkeypatch: pytest.MonkeyPatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from analyzer import dispatch
 from tests.ship.conftest import BUCKET, REPO, BatchStack, job_env
 
 INCIDENT_KEY = f"videos/2025/12/29/{uuid.uuid4()}_Team Talk (final)+v2.mp4"
+ID_DIRECTORY = r"videos/(?P<video_id>[0-9]+)/[^/]+"  # a deployment whose keys are videos/<id>/<file>
 
 
 def lambda_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
@@ -157,7 +159,8 @@ def test_same_video_with_two_different_keys_submits_the_first_and_returns_the_ot
                      if r["messageId"] in failed} == {"videos/5/first.mp4", "videos/5/second.mp4"}
 
 
-def test_url_encoded_key_is_decoded_and_id_taken_from_videos_prefix(stack):
+def test_url_encoded_key_is_decoded_and_id_taken_from_the_configured_key_layout(stack, monkeypatch):
+    monkeypatch.setenv("ANALYZER_KEY_ID_PATTERN", ID_DIRECTORY)
     send(stack, s3_event("videos/42/My+Clip+%281%29+%C3%A9t%C3%A9.mp4"))
     response, _ = deliver(stack)
     assert response == {"batchItemFailures": []}
@@ -178,7 +181,8 @@ def test_app_message_with_an_s3_uri_key_merges_with_the_s3_event(stack):
         "video-process-21", key, BUCKET)
 
 
-def test_sns_envelope_and_test_event_and_removals(stack):
+def test_sns_envelope_and_test_event_and_removals(stack, monkeypatch):
+    monkeypatch.setenv("ANALYZER_KEY_ID_PATTERN", ID_DIRECTORY)
     send(stack, {"Type": "Notification", "Message": json.dumps(s3_event("videos/9/x.mp4"))})
     send(stack, {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET})
     send(stack, s3_event("videos/8/gone.mp4", event="ObjectRemoved:Delete"))
@@ -204,17 +208,104 @@ def test_missing_settings_fail_the_whole_invocation(stack, monkeypatch):
 
 @pytest.mark.parametrize(("key", "expected"), [
     ("videos/84/clip.mp4", 84),
-    ("videos/84/raw/clip.mp4", 84),
-    ("videos/2025/12/29/6f1c_clip.mp4", None),  # a date, not an id
-    ("videos/2025/12/29/84_clip.mp4", None),
-    ("videos/84/2025/clip.mp4", None),  # numeric directory after the id: ambiguous
-    ("videos/clip_84.mp4", None),  # digits in a file name
-    ("videos/0/clip.mp4", None),
+    ("videos/2025/12/29/6f1c_clip.mp4", None),  # not videos/<id>/<file>
+    ("videos/clip_84.mp4", None),
+    ("videos/84/raw/clip.mp4", None),
     ("uploads/84/clip.mp4", None),
-    ("videos/84/", None),
 ])
-def test_id_from_key_prefix(key, expected):
-    assert dispatch.id_from_key_prefix(key) == expected
+def test_id_from_key_only_with_the_configured_layout(key, expected):
+    assert dispatch.id_from_key(key, dispatch.key_id_pattern(ID_DIRECTORY)) == expected
+    assert dispatch.id_from_key(key, None) is None  # no layout configured: never from a key
+
+
+@pytest.mark.parametrize("key", ["videos/0/clip.mp4", "videos/2147483648/clip.mp4"])
+def test_id_from_key_is_validated_like_any_other(key):
+    with pytest.raises(dispatch.InputRejected, match="ANALYZER_KEY_ID_PATTERN"):
+        dispatch.id_from_key(key, dispatch.key_id_pattern(ID_DIRECTORY))
+
+
+@pytest.mark.parametrize(("pattern", "message"), [("videos/(?P<id>[0-9]+)/.*", "video_id"),
+                                                  ("videos/(?P<video_id>[0-9+/.*", "regular expression")])
+def test_a_bad_key_layout_fails_the_invocation(pattern, message):
+    with pytest.raises(dispatch.SettingsError, match=message):
+        dispatch.DispatchSettings.from_env({"ANALYZER_JOB_QUEUE": "q", "ANALYZER_JOB_DEFINITION": "d",
+                                            "ANALYZER_KEY_ID_PATTERN": pattern})
+
+
+# --- issue 14: never guess, one record's failure is its own, conflicts, unsafe keys ------------------
+
+
+def test_the_incident_key_without_an_id_submits_nothing(stack):
+    """Item 3: ``videos/2025/<uuid>_talk.mp4`` with no id gave ``video-process-2025``."""
+    for key in (f"videos/2025/{uuid.uuid4()}_talk.mp4", "videos/2025/december/t.mp4", "videos/84/clip.mp4"):
+        send(stack, s3_event(key))
+    response, records = deliver(stack)
+    assert len(response["batchItemFailures"]) == len(records) == 3
+    assert stack.jobs() == []
+
+
+def test_a_poison_record_fails_alone(stack):
+    """Item 4: a body of 1000 '[' (RecursionError) failed the whole batch; the good one got no job."""
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody="[" * 1000)
+    send(stack, s3_event("videos/2025/12/29/good.mp4"), video_id="7")
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps({"video": {"id": 8, "key": 5}}))
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody='{"Records": [{"s3": 1}]}',
+                           MessageAttributes={"video_id": {"DataType": "String", "StringValue": "9"}})
+    response, records = deliver(stack)
+    bodies = {r["messageId"]: r["body"] for r in records}
+    failed = sorted(bodies[f["itemIdentifier"]] for f in response["batchItemFailures"])
+    assert len(records) == 4 and len(failed) == 2
+    assert "[" * 1000 in failed and '{"Records": [{"s3": 1}]}' in failed
+    assert sorted(job["jobName"] for job in stack.jobs()) == ["video-process-7", "video-process-8"]
+
+
+def test_a_record_without_message_id_returns_the_whole_batch_after_the_others_are_submitted(stack):
+    """A record without messageId cannot be named in batchItemFailures: Lambda must retry the batch."""
+    send(stack, s3_event("videos/2025/12/29/good.mp4"), video_id="7")
+    send(stack, s3_event("videos/2025/12/29/other.mp4"), video_id="8")
+    messages = stack.sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10,
+                                         MessageAttributeNames=["All"])["Messages"]
+    records = lambda_records(messages, stack.queue_arn)
+    del records[1]["messageId"]
+    with pytest.raises(dispatch.UnreportableRecords, match="whole batch"):
+        dispatch.handler({"Records": records + ["not a record"]}, None)
+    assert len(stack.jobs()) == 1  # the reportable record still got its job
+
+
+def test_two_ids_for_one_object_is_a_conflict(stack, caplog):
+    """Item 11: one object named as video 84 and as video 85 in one batch gave two jobs."""
+    key = "videos/2025/12/29/u_conflict.mp4"
+    send(stack, {"video": {"id": 84, "key": key}})
+    send(stack, s3_event(key), video_id="85")
+    send(stack, s3_event(key))  # would inherit either id
+    send(stack, {"video": {"id": 86, "key": "videos/2025/12/29/u_fine.mp4"}})
+    with caplog.at_level(logging.INFO, logger="analyzer.dispatch"):
+        response, records = deliver(stack)
+    assert len(response["batchItemFailures"]) == 3
+    assert [job["jobName"] for job in stack.jobs()] == ["video-process-86"]
+    conflicts = [r for r in caplog.records if "conflict" in r.getMessage()]
+    assert len(conflicts) == 1 and "[84, 85]" in conflicts[0].getMessage()
+
+
+@pytest.mark.parametrize("body", [
+    s3_event("videos/2025/12/29/a%00b.mp4"),  # S3 sends the NUL URL-encoded
+    s3_event("videos/2025/12/29/a%0Ab.mp4"),
+    {"video": {"id": 5, "key": "videos/2025/12/29/a\u0000b.mp4"}},
+    {"video": {"id": 5, "key": "videos/a.mp4", "bucket": "a b"}},
+])
+def test_a_key_with_control_characters_never_reaches_a_job(stack, body):
+    send(stack, body, video_id="5" if "Records" in body else None)
+    response, records = deliver(stack)
+    assert response["batchItemFailures"] == [{"itemIdentifier": records[0]["messageId"]}]
+    assert stack.jobs() == []
+
+
+@pytest.mark.parametrize(("stated", "submitted"), [("2147483647", True), ("2147483648", False),
+                                                   ("١٢", False), ("0", False)])
+def test_ids_have_the_workers_range(stack, stated, submitted):
+    send(stack, s3_event("videos/2025/12/29/range.mp4"), video_id=stated)
+    response, _ = deliver(stack)
+    assert bool(stack.jobs()) is submitted and bool(response["batchItemFailures"]) is not submitted
 
 
 # --- videos-table lookup (real PostgreSQL) ------------------------------------------------------
@@ -270,7 +361,7 @@ def test_unreachable_database_returns_only_messages_that_needed_it(stack, monkey
 
 
 def test_unsafe_table_setting_is_refused():
-    with pytest.raises(dispatch.SettingsError, match="identifier"):
+    with pytest.raises(dispatch.SettingsError, match="VIDEOS_TABLE"):
         dispatch.DispatchSettings.from_env({"ANALYZER_JOB_QUEUE": "q",
                                             "ANALYZER_JOB_DEFINITION": "d",
                                             "VIDEOS_TABLE": "videos; DROP TABLE videos"})
@@ -287,7 +378,8 @@ def test_dispatcher_imports_stay_light():
     assert out == "[]"
 
 
-def test_lambda_zip_is_self_contained_and_dispatches(stack, tmp_path: Path):
+def test_lambda_zip_is_self_contained_and_dispatches(stack, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ANALYZER_KEY_ID_PATTERN", ID_DIRECTORY)
     archive = tmp_path / "dispatcher.zip"
     subprocess.run(["bash", str(REPO / "deploy" / "package-dispatcher.sh"), str(archive)],
                    check=True, capture_output=True)

@@ -170,3 +170,47 @@ def test_image_requirements_are_pinned_and_cover_the_runtime_dependencies():
     assert set(wanted) - {"torch"} <= names  # torch: its own build argument
     if "pyav" in project.get("optional-dependencies", {}):
         assert "av" in names
+
+
+def _pins() -> dict[str, str]:
+    """``{normalised name: version}`` of deploy/requirements-gpu.txt (what the image installs)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = [line.split("#")[0].strip() for line in
+             (REPO / "deploy" / "requirements-gpu.txt").read_text().splitlines()]
+    pins = {}
+    for line in filter(None, lines):
+        requirement = Requirement(line)
+        [spec] = requirement.specifier
+        assert spec.operator == "==", line
+        pins[canonicalize_name(requirement.name)] = spec.version
+    return pins
+
+
+def test_image_requirements_cover_what_the_default_settings_use_on_a_gpu_machine():
+    """Issue 14 item 13: ``--decoder auto`` (the default) on a g5.xlarge fell back to OpenCV because
+    the image lacked PyNvVideoCodec. Every optional dependency the defaults use on a GPU machine
+    must be pinned in the image, at a version the project accepts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from analyzer import decode, settings
+
+    decoder = settings.spec("decoder").default
+    g5_xlarge_vcpus = 4
+    # auto picks NVDEC on a GPU machine with at most NVDEC_MAX_CPUS CPUs (decode.resolve_backend)
+    uses_nvdec = decoder == "nvdec" or (decoder == "auto" and g5_xlarge_vcpus <= decode.NVDEC_MAX_CPUS)
+    assert uses_nvdec
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = _pins()
+    for line in extras["nvdec"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"the GPU image does not install {requirement.name} (extra nvdec)"
+        assert requirement.specifier.contains(pins[name]), (line, pins[name])
+    env = " ".join(rest for word, rest in stages()[-1] if word == "ENV")
+    capabilities = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", env)
+    assert capabilities and "video" in capabilities[1].split(","), "libnvcuvid is mounted only with 'video'"

@@ -13,8 +13,8 @@ from analyzer.manifest import (
     parse_manifest,
     read_manifest,
     read_manifest_row,
-    split_s3_uri,
 )
+from analyzer.s3 import split_s3_uri
 
 TEXT = (
     '{"video_id": 84, "key": "videos/2025/12/29/6f1c_talk, part 1.mp4"}\n'
@@ -58,6 +58,10 @@ def test_index_out_of_range(manifest: Path, index: int):
     ('{"video_id": "2025/12", "key": "k"}', "positive integer"),
     ('{"video_id": 84.5, "key": "k"}', "positive integer"),
     ('{"video_id": 84, "key": ""}', "key must be a non-empty string"),
+    ('{"video_id": 84, "key": "videos/a\\u0000b.mp4"}', "control characters"),
+    ('{"video_id": 84, "key": "s3://a b/k.mp4"}', "bucket name"),
+    ('{"video_id": 2147483648, "key": "k"}', "between 1 and 2147483647"),
+    ('{"video_id": "١٢", "key": "k"}', "ASCII digits"),
     ('{"video_id": 84}', "missing \\['key'\\]"),
     ('{"videoid": 84, "key": "k"}', "unknown \\['videoid'\\]"),
 ])
@@ -94,16 +98,16 @@ def test_s3_manifest_on_seaweedfs(s3_server, monkeypatch):
     for name, value in s3_server.env().items():  # the client an array child builds itself
         monkeypatch.setenv(name, value)
     assert read_manifest_row(uri, 2) == ("/data/local clip.mp4", 86)
-    with pytest.raises(SettingsError, match="not found"):
+    with pytest.raises(SettingsError, match="missing.jsonl: no such object"):
         read_manifest_row(f"s3://{s3_server.bucket}/manifests/missing.jsonl", 0, client)
-    with pytest.raises(SettingsError, match="not found"):
+    with pytest.raises(SettingsError, match="no such bucket"):
         read_manifest_row("s3://no-such-bucket-here/m.jsonl", 0, client)
     with pytest.raises(AccessDenied, match="access denied"):
         read_manifest_row(uri, 0, s3_server.client(secret_key="wrong-" + s3_server.secret_key))
 
 
 def test_unreachable_s3_is_retryable(monkeypatch):
-    from analyzer.source import S3Config, make_s3_client
+    from analyzer.s3 import S3Config, make_s3_client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
@@ -112,7 +116,7 @@ def test_unreachable_s3_is_retryable(monkeypatch):
         read_manifest_row("s3://b/m.jsonl", 0, client)
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket", "s3:///key", "http://x/y"])
+@pytest.mark.parametrize("uri", ["s3://bucket", "s3:///key", "http://x/y", "s3://a b/k", "s3://b/k\x00"])
 def test_bad_s3_uri(uri: str):
     with pytest.raises(SettingsError):
         split_s3_uri(uri)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from analyzer import cli, settings
-from analyzer.db import mask_url, queries
+from analyzer.conninfo import mask_url
+from analyzer.db import queries
 from analyzer.errors import ExitCode, SettingsError
+from tests.support import procs
 
 
 def _resolve(argv: list[str], env: dict[str, str]) -> settings.Settings:
@@ -52,6 +54,19 @@ BAD = [
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_BATCH_SIZE": "0"}, "ANALYZER_BATCH_SIZE", "at least 1"),
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_SAMPLE_FPS": "-1"}, "ANALYZER_SAMPLE_FPS", ">= 0"),
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_DETECTOR": "mtcnn"}, "ANALYZER_DETECTOR", "one of"),
+    ({"VideoKey": "k", "video_id": "١٢"}, "video_id", "ASCII digits"),
+    ({"VideoKey": "k", "video_id": "1", "VIDEOS_TABLE": "videos;"}, "VIDEOS_TABLE", "schema.table"),
+    ({"VideoKey": "k", "video_id": "1", "VIDEOS_TABLE": "a.b.c"}, "VIDEOS_TABLE", "schema.table"),
+    ({"VideoKey": "k", "video_id": "1", "VIDEOS_KEY_COLUMN": "s3_key)"}, "VIDEOS_KEY_COLUMN", "column"),
+    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?foo=bar"}, "DATABASE_URL", "foo"),
+    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?sslmode=bogus"}, "DATABASE_URL",
+     "sslmode"),
+    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?connect_timeout=soon"}, "DATABASE_URL",
+     "integer"),
+    ({"VideoKey": "k", "video_id": "1", "S3_BUCKET": "a b"}, "S3_BUCKET", "bucket name"),
+    ({"VideoKey": "s3://a b/k.mp4", "video_id": "1"}, "VideoKey", "bucket name"),
+    ({"VideoKey": "s3://bucket/a\x00b.mp4", "video_id": "1"}, "VideoKey", "control characters"),
+    ({"VideoKey": "videos/a\nb.mp4", "video_id": "1", "S3_BUCKET": "b"}, "VideoKey", "control characters"),
 ]
 
 
@@ -73,9 +88,47 @@ def test_cli_exits_with_bad_settings_code_and_one_json_line(env, name, reason, m
     assert record["level"] == "ERROR" and name in record["message"] and record["exit_code"] == 2
 
 
-def test_mask_url_hides_the_password():
+# Reproductions of the holes of issue 14 (item 7): each was exit 9 with a traceback, or 75 (retried
+# forever) against the real server; a settings error must be exit 2 and one line, before anything connects.
+BAD_IN_A_PROCESS = [
+    ({"VIDEOS_TABLE": "videos; DROP TABLE events"}, "VIDEOS_TABLE"),
+    ({"DATABASE_URL": "{url}?foo=bar"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "{url}?sslmode=bogus"}, "DATABASE_URL"),
+    ({"S3_BUCKET": "a b"}, "S3_BUCKET"),
+    ({"video_id": "١٢"}, "video_id"),
+    ({"video_id": "2147483648"}, "video_id"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env,name", BAD_IN_A_PROCESS, ids=[b[1] + str(i) for i, b in enumerate(BAD_IN_A_PROCESS)])
+def test_worker_process_exits_2_with_one_line_for_bad_settings(env, name, database_url, tmp_path):
+    full = {"VideoKey": "videos/a.mp4", "video_id": "1", "DATABASE_URL": database_url, "S3_BUCKET": "uploads",
+            "ANALYZER_LOCK_DIR": str(tmp_path)}
+    full.update({k: v.format(url=database_url) for k, v in env.items()})
+    done = procs.run(["run"], procs.worker_env(**full), timeout=60)
+    assert done.returncode == ExitCode.BAD_SETTINGS, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert name in record["message"] and record["exit_code"] == 2
+    password = database_url.split(":")[2].split("@")[0]
+    assert password not in done.stderr
+
+
+def test_a_database_url_error_never_quotes_the_password():
+    for url in ("postgresql://u:S3CRET%zz@h/db", "postgresql://u@h/db?password=S3CRET%zz",
+                "postgresql://u@h/db?password=S3CRET&sslmode=S3CRET"):
+        with pytest.raises(SettingsError) as info:
+            _resolve([], {"VideoKey": "k", "video_id": "1", "DATABASE_URL": url})
+        assert "DATABASE_URL" in str(info.value) and "S3CRET" not in str(info.value), str(info.value)
+
+
+def test_mask_url_hides_the_password_in_userinfo_and_query():
     assert mask_url("postgresql://app:s3cr%40t@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert mask_url("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert (mask_url("postgresql://app@db/x?sslmode=require&password=pw&sslpassword=k")
+            == "postgresql://app@db/x?sslmode=require&password=***&sslpassword=***")
+    assert mask_url("postgresql://app:a@b@db/x?Password=c") == "postgresql://app:***@db/x?Password=***"
 
 
 def test_every_named_query_is_parsed():

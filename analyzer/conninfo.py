@@ -1,0 +1,114 @@
+"""``DATABASE_URL``: checked with libpq's own parser before anything connects, and its secrets.
+
+A URL libpq would refuse at connect time (an unknown parameter such as ``?foo=bar``, an invalid
+``?sslmode=bogus``, a malformed percent escape) is a settings error (exit 2) when it is read, not
+a retryable connection failure (75, retried forever) or an internal error (9). The password can
+sit in the userinfo (``postgresql://app:pw@db/x``) or in the query (``?password=pw``): both are
+found by ``url_secrets`` (for the log scrubber) and hidden by ``mask_url``.
+
+Light: psycopg is imported only when a URL is checked (a run with a database needs it anyway).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+# libpq's parameters with a fixed set of values (libpq 16/17), which its parser does not check
+ENUMERATED = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+}
+INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+            "keepalives_count", "tcp_user_timeout")
+_INTEGER = re.compile(r"\s*-?[0-9]+\s*")
+
+
+def parse_database_url(text: str) -> str:
+    """A PostgreSQL URL that libpq will accept (it may still fail to connect).
+
+    Args:
+        text: the setting's value.
+
+    Returns:
+        The URL, stripped.
+
+    Raises:
+        ValueError: naming what is wrong, never quoting a password.
+    """
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        raise ValueError("must look like postgresql://user:password@host:port/dbname")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"is not accepted by libpq: {_without_secrets(reason, url)}") from None
+    for name, allowed in ENUMERATED.items():
+        if name in params and params[name] not in allowed:
+            raise ValueError(f"{name}={_without_secrets(str(params[name]), url)!r} is not one of "
+                             f"{', '.join(allowed)}")
+    for name in INTEGERS:
+        if name in params and not _INTEGER.fullmatch(str(params[name])):
+            raise ValueError(f"{name} must be an integer")
+    return url
+
+
+def _without_secrets(text: str, url: str) -> str:
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})  # libpq's parameters that hold secrets
+
+
+def url_secrets(url: str) -> set[str]:
+    """The secrets a URL holds (userinfo password, ``password``/``sslpassword`` query values),
+    each as written and percent-decoded; works on URLs that are otherwise malformed too."""
+    try:
+        parts = urlsplit(url)
+        raw = [parts.netloc.rpartition("@")[0].partition(":")[2]] if "@" in parts.netloc else []
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return set()
+    raw += [value for part in parts.query.split("&")
+            for key, _, value in [part.partition("=")] if unquote(key).lower() in SECRET_QUERY_KEYS]
+    decoded = [value for key, value in pairs if key.lower() in SECRET_QUERY_KEYS]
+    found = {*raw, *decoded, *(unquote(value) for value in raw), *(quote(value, safe="") for value in decoded)}
+    return {value for value in found if value}
+
+
+def mask_url(url: str | None) -> str | None:
+    """The URL with its userinfo password and its ``password``/``sslpassword`` values as ``***``."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced [ in the host: nothing of it is shown
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{host}"
+    query = "&".join(
+        f"{key}=***" if unquote(key).lower() in SECRET_QUERY_KEYS else f"{key}{sep}{value}"
+        for key, sep, value in (part.partition("=") for part in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
