@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -46,17 +45,6 @@ SERVER_SETTINGS = {
 # A forced exit's status write must finish within the few seconds Batch leaves before SIGKILL.
 SHORT_SETTINGS = {**SERVER_SETTINGS, "statement_timeout": 2000, "lock_timeout": 1000}
 SHORT_CONNECT_TIMEOUT = 2  # seconds (libpq's smallest)
-
-
-def mask_url(url: str | None) -> str | None:
-    """The URL with its password replaced by ``***``, safe to log."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @functools.cache
