@@ -18,7 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from analyzer.errors import SettingsError
-from models.weights import DETECTORS  # light: no torch at import
+from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: no torch at import
+
+# Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the
+# fit half of ../shared/data/utkface_eval so that answered faces are >= 95 % right (docs/quality.md).
+DEFAULT_MIN_GENDER_SCORE = 80.0
 
 INT4_MAX = 2**31 - 1
 DEFAULT_MODEL_DIR = "weights"
@@ -71,6 +75,13 @@ def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"must be a percentage 0-100, got {text!r}")
     return value
 
 
@@ -131,6 +142,10 @@ SPECS: tuple[Spec, ...] = (
          help="frames per GPU batch"),
     Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice(*DETECTORS),
          "retinaface", help="face detector"),
+    Spec("classifier", "--classifier", ("ANALYZER_CLASSIFIER",), _choice(*CLASSIFIERS), DEFAULT_CLASSIFIER,
+         help="gender-age model: cydral (public domain) or insightface (non-commercial use only)"),
+    Spec("min_gender_score", "--min-gender-score", ("ANALYZER_MIN_GENDER_SCORE",), _percent,
+         DEFAULT_MIN_GENDER_SCORE, help="least gender_score (percent) reported; below it gender is NULL"),
     Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
          help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
     Spec("precision", "--precision", ("ANALYZER_PRECISION",), _choice("fp32", "fp16"), "fp32",
@@ -181,6 +196,8 @@ class Settings:
     sample_fps: float = 5.0
     batch_size: int = 32
     detector: str = "retinaface"
+    classifier: str = DEFAULT_CLASSIFIER
+    min_gender_score: float = DEFAULT_MIN_GENDER_SCORE
     device: str = "auto"
     precision: str = "fp32"
     decoder: str = "auto"
