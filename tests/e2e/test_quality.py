@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from analyzer import cli, evalset, evaluate
+from analyzer import cli, evalset, quality
 from analyzer.errors import ExitCode
 from tests.conftest import SHARED
 
@@ -37,8 +37,8 @@ def guard_report(models_dir: Path) -> dict:
 
     _, held_out = evalset.split(evalset.load(EVAL_DIR))
     analyzer = FaceAnalyzer(models_dir, device="cpu")
-    outputs = evaluate.run_chips(analyzer, held_out[::2])
-    return evaluate.report(outputs, evaluate.shipped_calibration("cydral"))
+    outputs = quality.run_chips(analyzer, held_out[::2])
+    return quality.report(outputs, quality.shipped_calibration("cydral"))
 
 
 def test_quality_stays_above_its_floors(guard_report: dict) -> None:
