@@ -16,8 +16,8 @@ time), ``analyzer evaluate`` (a labelled folder) and the tests use the same arit
 - **Age.** The age is the expectation of the net's distribution softened by an age
   temperature (``fit_age_temperature``, least mean absolute error). The distribution is too
   narrow to give a range by itself (its 10th-90th percentile holds the labelled age for only
-  about a third of faces), so the range is conformal: ``mean +- q * (std + offset)``, where
-  ``offset`` (years) and ``q`` are fitted on the fitting half so that the labelled age lies
+  about a third of faces), so the range is conformal: ``mean +- q * (std + offset *
+  sqrt(mean + 1))``, where ``offset`` and ``q`` are fitted on the fitting half so that the labelled age lies
   inside for the wanted share of faces with the least mean width (``fit_age_interval``).
   Bounds are whole years, ``floor`` and ``ceil`` of the real ones.
 """
@@ -38,7 +38,7 @@ __all__ = [
 ECE_BINS = 10  # equal-width confidence bins over 50-100 % (5 points each)
 WILSON_Z = 1.645  # one-sided 95 % normal quantile
 TEMPERATURE_RANGE = (0.05, 20.0)  # searched for T, in log space
-OFFSET_GRID_YEARS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 1000.0)  # tried by fit_age_interval; 1000 ~ a fixed width
+OFFSET_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 1000.0)  # tried by fit_age_interval; 1000 ~ width by age alone
 AGE_TEMPERATURE_GRID = tuple(round(0.5 + 0.1 * i, 1) for i in range(26))  # 0.5 .. 3.0
 # Coverage the age range is fitted to on the fitting half: 80 % plus about 1.3 standard errors of a
 # share measured on ~640 faces (1.6 points), so that it still holds 80 % of faces it has not seen.
@@ -52,8 +52,11 @@ class AgeCalibration:
     temperature: the distribution is softened to ``p ** (1 / temperature)`` (renormalised; the
         same as dividing the net's logits by it) before its expectation is taken; fitted for the
         least mean absolute error.
-    q, offset: the range is ``mean +- q * (std + offset)`` of the softened distribution; offset
-        (years) keeps a near-certain distribution from getting a zero-width range.
+    q, offset: the range is ``mean +- q * (std + offset * sqrt(mean + 1))`` of the softened
+        distribution. The second term widens it with age, as the errors grow (a child is rarely
+        10 years off, a 60-year-old often is), and keeps a near-certain distribution from getting
+        a zero-width range: the net's own spread says little about its error (on the fitting
+        half the fit leans mostly on the second term; docs/quality.md).
     coverage: the share of labelled ages the range was fitted to hold.
     """
 
@@ -71,14 +74,18 @@ class AgeCalibration:
 
     def bounds(self, mean: np.ndarray | float, std: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Whole-year (low, high) arrays: floor(mean - half), ceil(mean + half), low >= 0."""
-        return _bounds(np.asarray(mean, dtype=np.float64),
-                       self.q * (np.asarray(std, dtype=np.float64) + self.offset))
+        mean = np.asarray(mean, dtype=np.float64)
+        return _bounds(mean, self.q * _scale(mean, np.asarray(std, dtype=np.float64), self.offset))
 
     def estimate(self, probs: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(age, low, high) whole-year arrays of (n, C) distributions over ages ``classes``."""
         mean, std = age_moments(self.soften(probs), classes)
         low, high = self.bounds(mean, std)
         return np.floor(mean + 0.5).astype(np.int64), low, high
+
+
+def _scale(mean: np.ndarray, std: np.ndarray, offset: float) -> np.ndarray:
+    return std + offset * np.sqrt(np.maximum(mean, 0.0) + 1.0)
 
 
 def _bounds(mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,8 +246,8 @@ def fit_age_temperature(probs: np.ndarray, ages: np.ndarray, classes: np.ndarray
 
 def fit_age_interval(probs: np.ndarray, ages: np.ndarray, classes: np.ndarray, temperature: float,
                      coverage: float = AGE_FIT_COVERAGE) -> AgeCalibration:
-    """The narrowest range ``mean +- q * (std + offset)`` (whole years) that holds at least
-    ``coverage`` of the labelled ``ages``, over the offsets in OFFSET_GRID_YEARS.
+    """The narrowest range ``mean +- q * (std + offset * sqrt(mean + 1))`` (whole years) that
+    holds at least ``coverage`` of the labelled ``ages``, over the offsets in OFFSET_GRID.
 
     For each offset, q is the least value whose whole-year ranges hold the wanted share, the
     share raised by (n + 1) / n as split-conformal prediction does; the offset whose ranges are
@@ -256,18 +263,28 @@ def fit_age_interval(probs: np.ndarray, ages: np.ndarray, classes: np.ndarray, t
     mean, std = age_moments(AgeCalibration(temperature, 0.0, 0.0).soften(probs), classes)
     wanted = min(1.0, coverage * (len(ages) + 1) / len(ages))
     best: tuple[float, AgeCalibration] | None = None
-    for offset in OFFSET_GRID_YEARS:
-        scale = std + offset
+    for offset in OFFSET_GRID:
+        scale = _scale(mean, std, offset)
         if np.any(scale <= 0):
             continue
-        for q in np.sort(np.abs(ages - mean) / scale):  # candidate q: where a face enters the range
-            q = math.ceil(float(q) * 1e4) / 1e4  # rounded up, so the constant keeps the coverage
-            low, high = _bounds(mean, q * scale)
+        # candidate q: where a face enters the range, rounded up (4 decimals) so the constant keeps
+        # the coverage; the coverage grows with q, so bisect for the least one that holds
+        candidates = np.ceil(np.sort(np.abs(ages - mean) / scale) * 1e4) / 1e4
+        lo, hi = 0, len(candidates) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            low, high = _bounds(mean, candidates[mid] * scale)
             if np.mean((ages >= low) & (ages <= high)) >= wanted:
-                width = float(np.mean(high - low))
-                if best is None or width < best[0]:
-                    best = (width, AgeCalibration(temperature, q, offset, coverage))
-                break
+                hi = mid
+            else:
+                lo = mid + 1
+        q = float(candidates[lo])
+        low, high = _bounds(mean, q * scale)
+        if np.mean((ages >= low) & (ages <= high)) < wanted:
+            continue
+        width = float(np.mean(high - low))
+        if best is None or width < best[0]:
+            best = (width, AgeCalibration(temperature, q, offset, coverage))
     if best is None:
         raise ValueError("no range reaches the coverage (empty or degenerate input)")
     return best[1]

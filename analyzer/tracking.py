@@ -43,8 +43,8 @@ Judging an appearance:
   ``min_gender_score`` (ANALYZER_MIN_GENDER_SCORE), so a stored score is always over 50.
 - Age: the weighted mean of the faces' age distributions, softened by the classifier's age
   temperature (``AgeCalibration``); ``age`` is its expectation (rounded half up),
-  ``age_low``-``age_high`` the calibrated range around it (mean +- q * (std + offset), fitted
-  so the true age lies inside for 80 % of the evaluation set's held-out faces).
+  ``age_low``-``age_high`` the calibrated range around it, fitted so that the true age lies
+  inside for 80 % of the evaluation set's held-out faces (see analyzer.calibration).
 - Best face: judgeable faces first, then the highest ``face_weight``, then the earliest. Its
   time, box and detector score go into the Event.
 

@@ -226,21 +226,29 @@ def test_gender_score_is_null_or_above_50_with_gender_null_together():
 
 
 def test_combine_age_is_the_mixture_expectation_with_its_range():
-    interval = AgeCalibration(temperature=1.0, q=1.5, offset=2.0)
+    calibration = AgeCalibration(temperature=1.0, q=1.5, offset=0.5)
     probs = np.stack([age_distribution(30, 4.0), age_distribution(40, 4.0)])
-    age, low, high = combine_age(probs, np.array([1.0, 1.0]), interval)
+    age, low, high = combine_age(probs, np.array([1.0, 1.0]), calibration)
     assert age == 35  # the weighted mean of the expectations
-    # the mixture's spread (about 6.4 years) widened by the offset: 35 +- 1.5 * 8.4
-    assert (low, high) == (22, 48)
-    age, low, high = combine_age(probs, np.array([4.0, 1.0]), interval)
-    assert age == 32 and high - low < 26  # the heavier face pulls the age and the mixture narrows
-    assert combine_age(np.zeros((0, len(AGE_CLASSES))), np.zeros(0), interval) == (None, None, None)
+    # the mixture's spread (6.4 years) plus 0.5 * sqrt(35 + 1): 35 +- 1.5 * 9.4
+    assert (low, high) == (20, 50)
+    age, low, high = combine_age(probs, np.array([4.0, 1.0]), calibration)
+    assert (age, low, high) == (32, 19, 45)  # the heavier face pulls the age, and the mixture narrows
+    assert combine_age(np.zeros((0, len(AGE_CLASSES))), np.zeros(0), calibration) == (None, None, None)
 
 
-def test_a_sure_age_still_gets_a_range_from_the_offset():
-    age, low, high = combine_age(age_distribution(50)[None], np.ones(1), AgeCalibration(temperature=1.0, q=2.0, offset=3.0))
-    assert (age, low, high) == (50, 44, 56)
-    assert combine_age(age_distribution(1)[None], np.ones(1), AgeCalibration(temperature=1.0, q=2.0, offset=3.0))[1] == 0  # never < 0
+def test_a_sure_age_still_gets_a_range_that_grows_with_age():
+    calibration = AgeCalibration(temperature=1.0, q=2.0, offset=0.5)
+    assert combine_age(age_distribution(50)[None], np.ones(1), calibration) == (50, 42, 58)
+    assert combine_age(age_distribution(4)[None], np.ones(1), calibration) == (4, 1, 7)
+    assert combine_age(age_distribution(1)[None], np.ones(1), calibration) == (1, 0, 3)  # never below 0
+
+
+def test_age_temperature_softens_before_the_expectation():
+    skewed = age_distribution(70, 3.0) * 0.9 + age_distribution(20, 3.0) * 0.1
+    sharp = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=1.0, q=1.0, offset=0.5))
+    soft = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=2.0, q=1.0, offset=0.5))
+    assert sharp[0] == 65 and soft[0] < sharp[0]  # the minority mode counts for more once softened
 
 
 def test_frontal_pose_from_landmarks():
