@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = [
     "AgeCalibration", "AGE_CALIBRATIONS", "sigmoid", "wilson_lower", "fit_age_temperature", "fit_temperature", "gender_confidence",
-    "expected_calibration_error", "reliability_bins", "accuracy_at_coverage", "coverage_curve",
+    "expected_calibration_error", "ece_noise_floor", "reliability_bins", "accuracy_at_coverage", "coverage_curve",
     "choose_min_score", "age_moments", "fit_age_interval",
 ]  # fmt: skip
 
@@ -170,6 +170,17 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     if total == 0:
         return float("nan")
     return 100.0 * sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / total
+
+
+def ece_noise_floor(confidence: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The expected calibration error (points) that a perfectly calibrated classifier would still
+    show on faces with these confidences, from sampling alone: the mean ECE over ``draws`` sets
+    of answers drawn right with probability equal to their confidence. A measured ECE near this
+    floor cannot be told apart from perfect calibration on so few faces."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([expected_calibration_error(confidence, rng.random(len(confidence)) < confidence)
+                          for _ in range(draws)]))
 
 
 def coverage_curve(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
