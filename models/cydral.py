@@ -56,13 +56,13 @@ GENDER_LABELS = ("female", "male")
 # Where our detectors' 5 landmarks (image-left eye, image-right eye, nose tip, left and right
 # mouth corner) go in the 64x64 chip, x, y in chip pixels, so that the similarity transform onto
 # them reproduces dlib's face chip (padding 0.2, from its own 5-point predictor) for the same
-# face; fitted by scripts/fit_chip_template.py on the evaluation set's fitting half. The 32 px
-# gender chip is the 64 px chip box-filtered 2x2.
+# face; fitted by scripts/fit_chip_template.py on the evaluation set's fitting half (see
+# docs/models.md). The 32 px gender chip spans the same square, as dlib's does (template x 31/63).
 CHIP_TEMPLATES = {
     "retinaface": ((18.88, 18.18), (43.42, 18.29), (30.95, 32.56), (20.14, 42.60), (42.02, 42.66)),
     "yunet": ((19.30, 18.91), (43.25, 18.27), (31.72, 31.89), (21.17, 42.79), (42.58, 42.20)),
 }
-# The 64 px chip is sampled at CHIP_OVERSAMPLE x its size and box-filtered down (antialiasing:
+# The chips are sampled at CHIP_OVERSAMPLE x their size and box-filtered down (antialiasing:
 # dlib samples from an image pyramid for the same reason)
 CHIP_OVERSAMPLE = 2
 

@@ -7,7 +7,7 @@ per face:
 2. resize and normalise on the device, detect faces in all frames in one forward pass,
 3. map boxes and landmarks back to source pixels,
 4. align all faces from the full-resolution frames in one ``grid_sample`` (the 112 px ArcFace
-   crop, and for the Cydral classifier the 64 px dlib-style chip, box-filtered to 32 px too),
+   crop, and for the Cydral classifier the 64 and 32 px dlib-style chips),
 5. classify all crops in one forward pass per network,
 6. copy the results to the host once.
 
@@ -40,7 +40,15 @@ import torch.nn.functional as F
 
 from analyzer.errors import SettingsError
 from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
-from models.cydral import AGE_CHIP_SIZE, AGE_CLASSES, CHIP_OVERSAMPLE, CHIP_TEMPLATES, CydralClassifier, expected_age
+from models.cydral import (
+    AGE_CHIP_SIZE,
+    AGE_CLASSES,
+    CHIP_OVERSAMPLE,
+    CHIP_TEMPLATES,
+    GENDER_CHIP_SIZE,
+    CydralClassifier,
+    expected_age,
+)
 from models.detection import Detections, FaceDetector
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
@@ -132,12 +140,13 @@ def _unpack(packed: np.ndarray, num_frames: int) -> FaceBatch:
 
 class Crops(NamedTuple):
     """A run of faces' aligned crops: ``arcface`` (K, 3, 112, 112) float32 BGR and its
-    ``inside`` mask (K, 112, 112); for the Cydral classifier ``chips`` (K, 3, 64, 64) float32
-    BGR dlib-style chips (None otherwise)."""
+    ``inside`` mask (K, 112, 112); for the Cydral classifier the dlib-style chips ``chips64``
+    (K, 3, 64, 64) and ``chips32`` (K, 3, 32, 32) float32 BGR (None otherwise)."""
 
     arcface: torch.Tensor
     inside: torch.Tensor
-    chips: torch.Tensor | None
+    chips64: torch.Tensor | None
+    chips32: torch.Tensor | None
 
 
 def _concat_detections(parts: list[Detections]) -> Detections:
@@ -276,7 +285,7 @@ class FaceAnalyzer:
         parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
         crops = Crops(
-            *(None if parts[0][1][i] is None else torch.cat([part[1][i] for part in parts]) for i in range(3))
+            *(None if parts[0][1][i] is None else torch.cat([part[1][i] for part in parts]) for i in range(4))
         )
         gender_logit, age, age_probs = self.classify(crops)
         p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
@@ -366,8 +375,8 @@ class FaceAnalyzer:
         chunks of CPU_CLASSIFY_CHUNK faces on CPU."""
         chunk = crops.inside.shape[0] if self.device.type == "cuda" else CPU_CLASSIFY_CHUNK
         if isinstance(self.classifier, CydralClassifier):
-            assert crops.chips is not None
-            return self._classify_cydral(crops.chips[:, BGR_TO_RGB], max(chunk, 1))
+            assert crops.chips64 is not None and crops.chips32 is not None
+            return self._classify_cydral(crops.chips32[:, BGR_TO_RGB], crops.chips64[:, BGR_TO_RGB], max(chunk, 1))
         rgb = crops.arcface[:, BGR_TO_RGB]
         outputs = [self.classifier.forward(part) for part in rgb.split(max(chunk, 1))]
         if not outputs:
@@ -381,19 +390,20 @@ class FaceAnalyzer:
         return gender_logit, age.float(), age_probs
 
     def _classify_cydral(
-        self, chips64: torch.Tensor, chunk: int
+        self, chips32: torch.Tensor, chips64: torch.Tensor, chunk: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(K, 3, 64, 64) RGB chips -> gender_logit, age, age_probs; the 32 px gender chip is the
-        64 px chip box-filtered 2x2; with ``flip`` each chip is averaged with its mirror image
-        (gender in log-odds, age in probabilities)."""
+        """RGB chips (K, 3, 32, 32) and (K, 3, 64, 64) -> gender_logit, age, age_probs; with
+        ``flip`` each chip is averaged with its mirror image (gender in log-odds, age in
+        probabilities)."""
         assert isinstance(self.classifier, CydralClassifier)
         flip = self.classifier_config.flip
         logits, probs = [], []
-        for part in chips64.split(chunk):
-            batch = torch.cat([part, part.flip(3)]) if flip else part
-            gender = self.classifier.gender_logits(F.avg_pool2d(batch, 2))
+        for small, large in zip(chips32.split(chunk), chips64.split(chunk)):
+            if flip:
+                small, large = torch.cat([small, small.flip(3)]), torch.cat([large, large.flip(3)])
+            gender = self.classifier.gender_logits(small)
             logit = gender[:, 1] - gender[:, 0]
-            prob = self.classifier.age_logits(batch).softmax(dim=1)
+            prob = self.classifier.age_logits(large).softmax(dim=1)
             if flip:
                 logit = logit.view(2, -1).mean(dim=0)
                 prob = prob.view(2, -1, prob.shape[1]).mean(dim=0)
@@ -406,14 +416,20 @@ class FaceAnalyzer:
 
     def align(self, images: torch.Tensor, detections: Detections) -> Crops:
         """All faces' crops from the full-resolution frames in one ``grid_sample``: the 112 px
-        ArcFace crop (sharpness, InsightFace) and its inside mask, and for Cydral the 64 px chip
-        (sampled at CHIP_OVERSAMPLE x and box-filtered)."""
+        ArcFace crop (sharpness, InsightFace) and its inside mask, and for Cydral the 64 and 32 px
+        chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered)."""
         kinds = [(similarity_transform(detections.landmarks, self._template), CROP_SIZE)]
         cydral = isinstance(self.classifier, CydralClassifier)
         if cydral:
-            chip = similarity_transform(detections.landmarks, self._chip_template)
-            kinds.append((oversample(chip, CHIP_OVERSAMPLE), AGE_CHIP_SIZE * CHIP_OVERSAMPLE))
+            chip64 = similarity_transform(detections.landmarks, self._chip_template)
+            # dlib's chips of both sizes span the same square: pixel i of the 32 px chip lies where
+            # pixel i * 63 / 31 of the 64 px chip does
+            chip32 = chip64 * ((GENDER_CHIP_SIZE - 1) / (AGE_CHIP_SIZE - 1))
+            for matrices, size in ((chip64, AGE_CHIP_SIZE), (chip32, GENDER_CHIP_SIZE)):
+                kinds.append((oversample(matrices, CHIP_OVERSAMPLE), size * CHIP_OVERSAMPLE))
         sampled = warp_faces_multi(images, detections.image_index, kinds)
         arcface, inside = sampled[0]
-        chips = F.avg_pool2d(sampled[1][0], CHIP_OVERSAMPLE) if cydral else None
-        return Crops(arcface, inside, chips)
+        if not cydral:
+            return Crops(arcface, inside, None, None)
+        chips64, chips32 = (F.avg_pool2d(crops, CHIP_OVERSAMPLE) for crops, _ in sampled[1:])
+        return Crops(arcface, inside, chips64, chips32)

@@ -228,7 +228,7 @@ def compare(args: argparse.Namespace) -> None:
     if args.oversample:
         face_analyzer.CHIP_OVERSAMPLE = args.oversample  # a dev-time override of the constant
     images = [cv2.imread(str(data["paths"][i])) for i in rows]
-    results: dict[str, list[np.ndarray]] = {"logit": [], "age": [], "logit_f": [], "age_f": [], "chips": []}
+    results: dict[str, list[np.ndarray]] = {"logit": [], "age": [], "logit_f": [], "age_f": [], "chips64": [], "chips32": []}
     for start in range(0, len(rows), BATCH):
         frames = torch.from_numpy(np.stack(images[start : start + BATCH])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
@@ -243,11 +243,13 @@ def compare(args: argparse.Namespace) -> None:
                 logit, age, _ = analyzer.classify(crops)
                 results["logit" + suffix].append(logit.numpy())
                 results["age" + suffix].append(age.numpy())
-        results["chips"].append(crops.chips[:, [2, 1, 0]].permute(0, 2, 3, 1).numpy())
+        for size in SIZES:
+            results[f"chips{size}"].append(getattr(crops, f"chips{size}")[:, [2, 1, 0]].permute(0, 2, 3, 1).numpy())
     ours = {k: np.concatenate(v) for k, v in results.items()}
     is_male, age = data["is_male"][rows], data["age"][rows]
-    difference = np.abs(ours["chips"] - data["chips64"][rows].astype(np.float32))
-    print(f"{data['detector']}: our 64 px chips vs dlib's, mean abs difference {difference.mean():.1f} grey levels")
+    for size in SIZES:
+        difference = np.abs(ours[f"chips{size}"] - data[f"chips{size}"][rows].astype(np.float32)).mean()
+        print(f"{data['detector']}: our {size} px chips vs dlib's, mean abs difference {difference:.1f} grey levels")
     print(f"{data['detector']} our chips           : {_metrics(is_male, age, ours['logit'], ours['age'])}")
     print(f"{data['detector']} our chips + flip    : {_metrics(is_male, age, ours['logit_f'], ours['age_f'])}")
 

@@ -48,8 +48,8 @@ def chips() -> tuple[torch.Tensor, torch.Tensor]:
     detections = analyzer.detect(frames)
     first = [int(torch.nonzero(detections.image_index == i)[0]) for i in range(len(faces))]
     detections.image_index, detections.landmarks = detections.image_index[first], detections.landmarks[first]
-    chips64 = analyzer.align(frames, detections).chips[:, [2, 1, 0]].round()  # as uint8 chips would be
-    return torch.nn.functional.avg_pool2d(chips64, 2), chips64
+    crops = analyzer.align(frames, detections)
+    return crops.chips32[:, [2, 1, 0]].round(), crops.chips64[:, [2, 1, 0]].round()  # as uint8 chips would be
 
 
 def onnx_probabilities(name: str, chips_rgb: torch.Tensor) -> np.ndarray:
@@ -109,3 +109,43 @@ def test_cuda_half_matches_cpu(classifier: CydralClassifier, chips) -> None:
     p_male, half_p_male = torch.sigmoid(logit), torch.sigmoid(half_logit.cpu())
     assert (p_male - half_p_male).abs().max() < HALF_P_MALE_TOLERANCE
     assert (expected_age(probs) - expected_age(half_probs.cpu())).abs().max() < HALF_AGE_TOLERANCE
+
+
+# Held-out half, every 4th face (160): floors a little under what the full half measured
+# (docs/models.md: gender 0.90-0.91, 0.96-0.97 at 80 % coverage, age MAE 7.1)
+FLOOR_GENDER = 0.87
+FLOOR_GENDER_AT_80 = 0.94
+CEILING_AGE_MAE = 8.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("detector", ["retinaface", "yunet"])
+def test_held_out_accuracy_with_our_chips(detector: str) -> None:
+    """Our landmarks -> fitted chip template -> Cydral nets, as FaceAnalyzer ships them, on
+    evaluation faces never used to fit the template."""
+    import cv2
+
+    faces = evalset.split(evalset.load(EVAL_DIR))[1][::4]
+    analyzer = FaceAnalyzer(weights_dir(), detector=detector, device="cpu")
+    logits, ages, truth_male, truth_age = [], [], [], []
+    for start in range(0, len(faces), 32):
+        chunk = faces[start : start + 32]
+        found = analyzer.analyze(np.stack([cv2.imread(str(f.path)) for f in chunk]))
+        for i, face in enumerate(chunk):
+            mine = found.for_frame(i)
+            if len(mine):
+                best = int(np.argmax(mine.scores))
+                logits.append(mine.gender_logit[best])
+                ages.append(mine.age[best])
+                truth_male.append(face.is_male)
+                truth_age.append(face.age)
+    logit, male = np.array(logits), np.array(truth_male)
+    right = (logit > 0) == male
+    confident = right[np.argsort(-np.abs(logit), kind="stable")[: int(0.8 * len(right))]]
+    mae = np.abs(np.array(ages) - np.array(truth_age)).mean()
+    assert len(right) >= len(faces) - 2
+    assert right.mean() >= FLOOR_GENDER and confident.mean() >= FLOOR_GENDER_AT_80 and mae <= CEILING_AGE_MAE, (
+        right.mean(),
+        confident.mean(),
+        mae,
+    )
