@@ -96,8 +96,9 @@ def _bounds(mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 # Fitted with `analyzer evaluate --fit` on the fitting half of ../shared/data/utkface_eval (RetinaFace,
 # our chips); held-out coverage and widths in docs/quality.md.
 AGE_CALIBRATIONS: dict[str, AgeCalibration] = {
-    "cydral": AgeCalibration(temperature=1.0, q=1.0, offset=8.0),
-    "insightface": AgeCalibration(temperature=1.0, q=1.0, offset=8.0),
+    "cydral": AgeCalibration(temperature=1.3, q=0.5916, offset=2.0, coverage=0.82),
+    # InsightFace gives one age (a one-hot distribution): no spread to soften, a range by age alone
+    "insightface": AgeCalibration(temperature=1.0, q=8.0499, offset=0.25, coverage=0.82),
 }
 
 

@@ -311,9 +311,11 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
                                  "share of faces answered", "accuracy", (0.0, 1.0), (0.7, 1.0),
                                  [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0])
     lines = [charts.Series([0.5, 1.0], [0.5, 1.0], "perfectly calibrated", dashed=True)]
-    for name, r in reports.items():
-        for key, label, dashed in (("reliability", f"{name}", False),
-                                   ("reliability_uncalibrated", f"{name}, T = 1", True)):
+    for i, (name, r) in enumerate(reports.items()):
+        kinds = [("reliability", f"{name}", False)]
+        if i == 0:  # the first classifier's uncalibrated curve too: what calibration changed
+            kinds.append(("reliability_uncalibrated", f"{name}, T = 1", True))
+        for key, label, dashed in kinds:
             rows = r["gender"][key]
             lines.append(charts.Series([b["confidence"] for b in rows], [b["accuracy"] for b in rows], label,
                                        markers=True, sizes=[b["count"] for b in rows], dashed=dashed))

@@ -22,7 +22,7 @@ from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: 
 
 # Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the
 # fit half of ../shared/data/utkface_eval so that answered faces are >= 95 % right (docs/quality.md).
-DEFAULT_MIN_GENDER_SCORE = 80.0
+DEFAULT_MIN_GENDER_SCORE = 81.0
 
 INT4_MAX = 2**31 - 1
 DEFAULT_MODEL_DIR = "weights"
