@@ -1,4 +1,4 @@
-"""The ``analyzer`` command: ``run``, ``migrate``, ``faces``, ``models fetch``, ``submit``.
+"""The ``analyzer`` command: ``run``, ``migrate``, ``faces``, ``models fetch``, ``submit``, ``evaluate``.
 
 ``main(argv) -> int`` holds no logic: each command's handler lives beside what it does and
 returns an exit code; one error handler turns the project's exceptions into one line and the
@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--database-url", dest="database_url", help="PostgreSQL URL [$DATABASE_URL]")
     migrate.set_defaults(handler=_migrate)
 
-    from analyzer import faces, submit  # light modules: their heavy imports sit in the handlers
+    from analyzer import evaluate, faces, submit  # light modules: their heavy imports sit in the handlers
 
     faces.register(commands)
     submit.register(commands)
+    evaluate.register(commands)
     return parser
 
 

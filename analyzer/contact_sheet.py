@@ -2,7 +2,8 @@
 
 Each cell shows the face (letterboxed, or a grey "no image" box when no thumbnail was kept)
 and under it: the event number and time range (mm:ss.s), the gender and its score in percent
-("gender n/a" when NULL), the age ("age ?" when NULL) and the number of faces linked.
+("gender n/a" when NULL), the age and its range ("age 34 (27-42)"; "age ?" when NULL) and the
+number of faces linked.
 A run without events gives a small sheet that says "no faces".
 """
 
@@ -89,12 +90,14 @@ def format_ms(ms: int) -> str:
 
 
 def caption_lines(number: int, event: Event) -> list[str]:
-    """The text under one face: time range, gender and score, age, face count."""
+    """The text under one face: time range, gender and score, age and range, face count."""
     if event.gender is None or event.gender_score is None:
         gender = "gender n/a"
     else:
         gender = f"{event.gender} {event.gender_score:.0f}%"
     age = "age ?" if event.age is None else f"age {event.age}"
+    if event.age is not None and event.age_low is not None and event.age_high is not None:
+        age += f" ({event.age_low}-{event.age_high})"
     return [
         f"#{number} {format_ms(event.start_ms)}-{format_ms(event.end_ms)}",
         gender,

@@ -13,7 +13,11 @@ class Event:
     Times are milliseconds from the start of the video (presentation timestamps); the box
     is the best face's box in pixels of the source frame (after rotation metadata is applied).
     ``gender`` and ``gender_score`` are both ``None`` when no face of the appearance was
-    large and sharp enough to judge; ``gender_score`` is the confidence in ``gender``, 0-100.
+    large and sharp enough to judge, or when the score fell below ANALYZER_MIN_GENDER_SCORE;
+    ``gender_score`` is the calibrated probability of ``gender`` in percent, over 50.
+    ``age`` is the point estimate in years and ``age_low``-``age_high`` (inclusive) the range
+    that holds the true age for about 80 % of faces; all three are ``None`` together when no
+    face was judgeable.
     """
 
     event_key: str
@@ -29,6 +33,8 @@ class Event:
     gender_score: float | None
     age: int | None
     face_count: int
+    age_low: int | None = None
+    age_high: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

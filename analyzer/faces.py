@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo
 from analyzer.settings import DEFAULT_MODEL_DIR
-from models.weights import DETECTORS
+from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS
 
 __all__ = ["register", "default_model_dir"]
 
@@ -57,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     faces.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     _add_model_dir_option(faces)
     faces.add_argument("--detector", choices=DETECTOR_CHOICES, default="retinaface", help="face detector")
+    faces.add_argument("--classifier", choices=tuple(CLASSIFIERS), default=DEFAULT_CLASSIFIER,
+                       help=f"gender-age model (default {DEFAULT_CLASSIFIER}; insightface is non-commercial only)")
     faces.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     faces.add_argument(
         "--threshold",
@@ -107,7 +110,7 @@ def _face_record(path: Path, faces: Any, row: int) -> dict[str, Any]:
         "score": round(float(faces.scores[row]), 5),
         "gender": "male" if p_male >= 0.5 else "female",
         "p_male": round(p_male, 5),
-        "age": int(faces.age[row]),
+        "age": math.floor(float(faces.age[row]) + 0.5),  # an expectation in years, rounded half up
         "face_px": round(float(faces.face_px[row]), 1),
         "sharpness": round(float(faces.sharpness[row]), 1),
     }
@@ -127,6 +130,7 @@ def run_faces(args: argparse.Namespace) -> int:
     analyzer = FaceAnalyzer(
         args.model_dir or default_model_dir(),
         detector=args.detector,
+        classifier=args.classifier,
         device=args.device,
         det_max_side=args.det_max_side or None,
         score_threshold=args.threshold,

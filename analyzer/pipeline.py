@@ -28,9 +28,11 @@ from analyzer.errors import InfrastructureError, UndecodableVideo
 from analyzer.events import AnalysisResult
 from analyzer.progress import Progress
 from analyzer.settings import Settings
+from analyzer.calibration import AGE_CALIBRATIONS
 from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
 from models.face_analyzer import FaceAnalyzer, FaceBatch
 from models.transfer import PinnedBuffer
+from models.weights import classifier_config
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,8 @@ def cap_gpu_memory(device: torch.device, limit_mb: int) -> None:
 
 
 def tracker_settings(settings: Settings) -> TrackerSettings:
-    base = TrackerSettings(min_face_px=settings.min_face_px)
+    base = TrackerSettings(min_face_px=settings.min_face_px, min_gender_score=settings.min_gender_score,
+                           age_calibration=AGE_CALIBRATIONS[settings.classifier])
     return base if settings.min_sharpness is None else replace(base, min_sharpness=settings.min_sharpness)
 
 
@@ -114,8 +117,8 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
     limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
     info = probe(path, limits, name=settings.video_key)
     try:
-        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, device=settings.device,
-                                   half=settings.precision == "fp16")
+        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, classifier=settings.classifier,
+                                   device=settings.device, half=settings.precision == "fp16")
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)
@@ -123,6 +126,7 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
         batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
                                backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
         faces, clock, host_frames = 0, StageClock(), PinnedBuffer()
+        temperature = classifier_config(settings.classifier).gender_temperature
         with batcher, leave_cpus_to_the_decoder(faces_model.device):
             batches = iter(batcher)
             while True:
@@ -135,7 +139,7 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
                 with clock("models_s"):
                     found = faces_model.analyze(pixels)
                 with clock("track_s"):
-                    _track(tracker, batch, found, host_frames)
+                    _track(tracker, batch, found, temperature, host_frames)
                 faces += len(found)
                 progress.update(int(batch.timestamps_ms[-1]), len(batch))
                 if control is not None:
@@ -154,16 +158,22 @@ def analyze_video(path: Path, settings: Settings, control: Any = None) -> Analys
     return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
 
 
-def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch, host_frames: PinnedBuffer) -> None:
-    """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection,
-    thumbnails); frames decoded on the GPU come back through ``host_frames``."""
+def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch, temperature: float, host_frames: PinnedBuffer) -> None:
+    """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection, thumbnails);
+    the gender log-odds go in calibrated (divided by the classifier's temperature), and frames decoded
+    on the GPU come back through ``host_frames``."""
     frames = batch.frames
     if isinstance(frames, torch.Tensor):  # NVDEC: frames are on the GPU
         frames = host_frames.download(frames).numpy()
     for i, timestamp in enumerate(batch.timestamps_ms):
-        mine = found.for_frame(i)
-        tracker.update(int(timestamp), FrameFaces.from_arrays(mine.boxes, mine.scores, mine.p_male, mine.age,
-                                                              mine.face_px, mine.sharpness), frame=frames[i])
+        tracker.update(int(timestamp), frame_faces(found.for_frame(i), temperature), frame=frames[i])
+
+
+def frame_faces(found: FaceBatch, temperature: float) -> FrameFaces:
+    """One frame's faces as the tracker takes them, the gender log-odds calibrated (divided by the
+    classifier's temperature)."""
+    return FrameFaces.from_arrays(found.boxes, found.scores, found.gender_logit / temperature, found.age_probs,
+                                  found.face_px, found.sharpness, found.landmarks)
 
 
 def _summary(batcher: FrameBatcher, faces_model: FaceAnalyzer, duration_ms: int, wall: float) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def default_analyze() -> AnalyzeFn:
 def model_version(settings: Settings) -> str:
     from models.weights import model_version as version  # light: hashes are constants
 
-    return version(settings.detector)
+    return version(settings.detector, settings.classifier)
 
 
 def application_name(settings: Settings) -> str:

@@ -21,7 +21,11 @@ from analyzer.conninfo import parse_database_url
 from analyzer.errors import SettingsError
 from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
 from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
-from models.weights import DETECTORS  # light: no torch at import
+from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: no torch at import
+
+# Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the
+# fit half of ../shared/data/utkface_eval so that answered faces are >= 95 % right (docs/quality.md).
+DEFAULT_MIN_GENDER_SCORE = 81.0
 
 DEFAULT_MODEL_DIR = "weights"
 
@@ -70,6 +74,13 @@ def _bucket(text: str) -> str:
     return check_bucket(text.strip())
 
 
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"must be a percentage 0-100, got {text!r}")
+    return value
+
+
 def _http_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -116,6 +127,10 @@ SPECS: tuple[Spec, ...] = (
          help="frames per GPU batch"),
     Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice(*DETECTORS),
          "retinaface", help="face detector"),
+    Spec("classifier", "--classifier", ("ANALYZER_CLASSIFIER",), _choice(*CLASSIFIERS), DEFAULT_CLASSIFIER,
+         help="gender-age model: cydral (public domain) or insightface (non-commercial use only)"),
+    Spec("min_gender_score", "--min-gender-score", ("ANALYZER_MIN_GENDER_SCORE",), _percent,
+         DEFAULT_MIN_GENDER_SCORE, help="least gender_score (percent) reported; below it gender is NULL"),
     Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
          help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
     Spec("precision", "--precision", ("ANALYZER_PRECISION",), _choice("fp32", "fp16"), "fp32",
@@ -167,6 +182,8 @@ class Settings:
     sample_fps: float = 5.0
     batch_size: int = 32
     detector: str = "retinaface"
+    classifier: str = DEFAULT_CLASSIFIER
+    min_gender_score: float = DEFAULT_MIN_GENDER_SCORE
     device: str = "auto"
     precision: str = "fp32"
     decoder: str = "auto"

@@ -27,19 +27,26 @@ Judging an appearance:
 
 - A face is *judgeable* when ``face_px >= min_face_px`` and ``sharpness >= min_sharpness``.
   Only judgeable faces vote on gender and give an age; with none, ``gender``,
-  ``gender_score`` and ``age`` are all ``None`` (never 0, never a guess).
-- Gender vote: face i votes male with signed strength ``2*p_male_i - 1`` (its gender
-  confidence, -1..1), weighted by its detector score ``s_i``. The margin
-  ``sum(s_i*(2p_i-1)) / sum(s_i)`` picks the gender by its sign, and
-  ``gender_score = 100 * (1 + |margin|) / 2``, which equals the detector-score-weighted mean
-  probability of the chosen gender over the judgeable faces: over 50, up to 100. Faces that
-  disagree lower it; one barely-decided face (p = 0.55) gives 55, not 100. An exact tie
-  (margin 0) decides nothing: gender and score are ``None`` as well.
-- Age: the median of the judgeable faces' ages, rounded half up.
-- Best face: judgeable faces first, then the highest quality
-  ``det_score * min(1, face_px / 112) * min(1, sharpness / 100)`` (112 px is the aligned crop's
-  size, so a larger face brings no more detail; 100 is where a face crop looks clearly sharp),
-  then the earliest. Its time, box and detector score go into the Event.
+  ``gender_score``, ``age``, ``age_low`` and ``age_high`` are all ``None`` (never 0, never a
+  guess).
+- Each judgeable face weighs ``face_weight``: detector score x size (saturating at 112 px) x
+  sharpness (saturating at 100) x a frontal-pose measure from its landmarks (1 when the nose
+  lies midway between the eyes, falling to 0 when it lies level with an eye, i.e. a profile;
+  floored at MIN_POSE_WEIGHT so that an all-profile appearance still gets an answer).
+- Gender: the weighted **mean** of the faces' calibrated log-odds of male
+  (``gender_logit / T``, see analyzer.calibration) gives p; ``gender_score = 100 *
+  max(p, 1 - p)``. A mean, not a sum: the faces of one appearance are the same person in nearly
+  the same light and pose, so their errors are far from independent, and a sum would grow more
+  confident with every sampled frame (ten frames of a face at 70 % would read 99.98 %). The
+  mean is never more confident than the faces are on average, and faces that disagree pull it
+  towards 50. ``gender`` and ``gender_score`` are ``None`` when the score is below
+  ``min_gender_score`` (ANALYZER_MIN_GENDER_SCORE), so a stored score is always over 50.
+- Age: the weighted mean of the faces' age distributions, softened by the classifier's age
+  temperature (``AgeCalibration``); ``age`` is its expectation (rounded half up),
+  ``age_low``-``age_high`` the calibrated range around it, fitted so that the true age lies
+  inside for 80 % of the evaluation set's held-out faces (see analyzer.calibration).
+- Best face: judgeable faces first, then the highest ``face_weight``, then the earliest. Its
+  time, box and detector score go into the Event.
 
 Default thresholds, measured on aligned 112x112 grey crops with ``cv2.Laplacian(grey,
 cv2.CV_64F).var()`` (3x3 aperture): sharp photo faces 90-1950; faces 40-100 px wide in
@@ -68,8 +75,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from analyzer.calibration import AGE_CALIBRATIONS, AgeCalibration, sigmoid
 from analyzer.errors import SettingsError
 from analyzer.events import Event
+from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
+from models.cydral import AGE_CLASSES
 
 __all__ = ["FEMALE", "MALE", "FrameFaces", "Tracker", "TrackerSettings"]
 
@@ -90,7 +100,10 @@ DEFAULT_SCENE_CUT_CORRELATION = 0.7  # histogram correlation below which a frame
 
 CENTRE_JITTER_SIDES = 0.25  # face sides of detector jitter always allowed
 MAX_SHIFT_SIDES = 3.0  # face sides; no match strays further from the prediction
-TIE_TOLERANCE = 1e-9  # |vote margin| below this is a tie
+MIN_POSE_WEIGHT = 0.1  # weight factor of a profile face (frontal measure 0)
+# Highest gender_score stored: the temperature is fitted on some 640 faces, which cannot show a
+# probability nearer certainty than about 1 in 1000, so "100 %" would claim more than is known.
+MAX_GENDER_SCORE = 99.9
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity measurement (exponential average)
 FULL_DETAIL_FACE_PX = 112.0  # px; the aligned crop's size: larger faces add no detail
 FULL_DETAIL_SHARPNESS = 100.0  # variance of Laplacian at which a crop looks clearly sharp
@@ -115,6 +128,8 @@ class TrackerSettings:
     min_face_px: float = DEFAULT_MIN_FACE_PX
     min_sharpness: float = DEFAULT_MIN_SHARPNESS
     scene_cut_correlation: float = DEFAULT_SCENE_CUT_CORRELATION  # 0 turns cut detection off
+    min_gender_score: float = DEFAULT_MIN_GENDER_SCORE  # percent; below it gender is None
+    age_calibration: AgeCalibration = AGE_CALIBRATIONS["cydral"]
 
     def __post_init__(self) -> None:
         checks = {
@@ -127,6 +142,7 @@ class TrackerSettings:
             "min_face_px": self.min_face_px >= 0.0,
             "min_sharpness": self.min_sharpness >= 0.0,
             "scene_cut_correlation": 0.0 <= self.scene_cut_correlation <= 1.0,
+            "min_gender_score": 0.0 <= self.min_gender_score <= 100.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -140,28 +156,32 @@ class FrameFaces:
 
     boxes: (k, 4) float64, x1, y1, x2, y2 in source-frame pixels.
     scores: (k,) float64, detector confidence 0-1.
-    p_male: (k,) float64, probability that the face is male, 0-1.
-    age: (k,) int64, years.
+    gender_logit: (k,) float64, calibrated log-odds of male (the classifier's logit / T).
+    age_probs: (k, len(AGE_CLASSES)) float64, each face's age distribution.
     face_px: (k,) float64, face size in pixels.
     sharpness: (k,) float64, variance of Laplacian of the aligned 112x112 grey crop.
+    landmarks: (k, 5, 2) float64, eyes (image-left, image-right), nose, mouth corners, in
+        source pixels; NaN when unknown (the face then counts as frontal).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
-    p_male: np.ndarray
-    age: np.ndarray
+    gender_logit: np.ndarray
+    age_probs: np.ndarray
     face_px: np.ndarray
     sharpness: np.ndarray
+    landmarks: np.ndarray
 
     @classmethod
     def from_arrays(
         cls,
         boxes: np.ndarray,
         scores: np.ndarray,
-        p_male: np.ndarray,
-        age: np.ndarray,
+        gender_logit: np.ndarray,
+        age_probs: np.ndarray,
         face_px: np.ndarray,
         sharpness: np.ndarray,
+        landmarks: np.ndarray | None = None,
     ) -> FrameFaces:
         """Check shapes and values and convert dtypes; raises ValueError on a mismatch."""
         box_array = np.asarray(boxes, dtype=np.float64)
@@ -172,19 +192,26 @@ class FrameFaces:
         k = box_array.shape[0]
         columns = {
             "scores": np.asarray(scores, dtype=np.float64).reshape(-1),
-            "p_male": np.asarray(p_male, dtype=np.float64).reshape(-1),
-            "age": np.asarray(age).reshape(-1).astype(np.int64),
+            "gender_logit": np.asarray(gender_logit, dtype=np.float64).reshape(-1),
             "face_px": np.asarray(face_px, dtype=np.float64).reshape(-1),
             "sharpness": np.asarray(sharpness, dtype=np.float64).reshape(-1),
         }
         for name, column in columns.items():
             if column.shape != (k,):
                 raise ValueError(f"{name} must have {k} values (one per box), got {column.shape[0]}")
+        probs = np.asarray(age_probs, dtype=np.float64).reshape(k, -1) if k else np.zeros((0, len(AGE_CLASSES)))
+        if probs.shape != (k, len(AGE_CLASSES)):
+            raise ValueError(f"age_probs must be ({k}, {len(AGE_CLASSES)}), got {probs.shape}")
+        marks = np.full((k, 5, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        if marks.shape != (k, 5, 2):
+            raise ValueError(f"landmarks must be ({k}, 5, 2), got {marks.shape}")
         if not np.isfinite(box_array).all():
             raise ValueError("boxes must be finite")
-        if np.any((columns["p_male"] < 0) | (columns["p_male"] > 1)):
-            raise ValueError("p_male must lie in 0-1")
-        return cls(boxes=box_array, **columns)
+        if not np.isfinite(columns["gender_logit"]).all():
+            raise ValueError("gender_logit must be finite")
+        if k and (np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
+            raise ValueError("age_probs must be distributions (non-negative, summing to 1)")
+        return cls(boxes=box_array, age_probs=probs, landmarks=marks, **columns)
 
     @classmethod
     def empty(cls) -> FrameFaces:
@@ -204,10 +231,11 @@ class _Track:
     times: list[int] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
-    p_male: list[float] = field(default_factory=list)
-    ages: list[int] = field(default_factory=list)
+    gender_logit: list[float] = field(default_factory=list)
+    age_probs: list[np.ndarray] = field(default_factory=list)
     face_px: list[float] = field(default_factory=list)
     sharpness: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # face_weight of each face
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre px/ms
     best_index: int = -1
     best_key: tuple[bool, float, int] = (False, -1.0, 0)
@@ -364,10 +392,13 @@ class Tracker:
         track.times.append(int(timestamp_ms))
         track.boxes.append(box)
         track.scores.append(float(faces.scores[index]))
-        track.p_male.append(float(faces.p_male[index]))
-        track.ages.append(int(faces.age[index]))
+        track.gender_logit.append(float(faces.gender_logit[index]))
+        track.age_probs.append(faces.age_probs[index])
         track.face_px.append(float(faces.face_px[index]))
         track.sharpness.append(float(faces.sharpness[index]))
+        track.weights.append(float(face_weight(faces.scores[index : index + 1], faces.face_px[index : index + 1],
+                                                faces.sharpness[index : index + 1],
+                                                faces.landmarks[index : index + 1])[0]))
         rank = self._best_rank(track, len(track.times) - 1)
         if rank > track.best_key:
             track.best_key = rank
@@ -376,10 +407,9 @@ class Tracker:
                 track.thumbnail = crop_thumbnail(frame, box)
 
     def _best_rank(self, track: _Track, i: int) -> tuple[bool, float, int]:
-        """Sort key of face i as the best face: judgeable, quality, earlier (negated time)."""
+        """Sort key of face i as the best face: judgeable, weight, earlier (negated time)."""
         judgeable = bool(is_judgeable(track.face_px[i], track.sharpness[i], self.settings))
-        quality = face_quality(track.scores[i], track.face_px[i], track.sharpness[i])
-        return (judgeable, quality, -track.times[i])
+        return (judgeable, track.weights[i], -track.times[i])
 
 
 # -- linking --
@@ -450,33 +480,65 @@ def is_judgeable(
     return (face_px >= settings.min_face_px) & (sharpness >= settings.min_sharpness)
 
 
-def face_quality(det_score: float, face_px: float, sharpness: float) -> float:
-    """0-1 rank of a face as an appearance's best: detector score x size and sharpness, saturating."""
-    size = min(1.0, face_px / FULL_DETAIL_FACE_PX)
-    sharp = min(1.0, sharpness / FULL_DETAIL_SHARPNESS)
-    return float(det_score) * max(size, 0.0) * max(sharp, 0.0)
+def frontal_pose(landmarks: np.ndarray) -> np.ndarray:
+    """(k,) 0-1 frontal measure of (k, 5, 2) landmarks: 1 when the nose projects midway between
+    the eyes along the eye line, 0 when it projects level with an eye or beyond (a profile).
+    Faces with unknown (NaN) landmarks or eyes on one point count as frontal (1)."""
+    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    left, right, nose = landmarks[:, 0], landmarks[:, 1], landmarks[:, 2]
+    axis = right - left
+    half = np.linalg.norm(axis, axis=1) / 2.0
+    offset = np.abs(np.sum((nose - (left + right) / 2.0) * axis, axis=1)) / np.where(half > 0, 2.0 * half, 1.0)
+    frontal = np.clip(1.0 - offset / np.where(half > 0, half, 1.0), 0.0, 1.0)
+    return np.where(np.isfinite(frontal) & (half > 0), frontal, 1.0)
 
 
-def vote_gender(p_male: np.ndarray, weights: np.ndarray) -> tuple[str | None, float | None]:
-    """Detector-score-weighted vote of judgeable faces: (gender, confidence percent) or (None, None).
+def face_weight(
+    det_score: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, landmarks: np.ndarray
+) -> np.ndarray:
+    """(k,) weight of each face in its appearance's gender and age: detector score x size x
+    sharpness (each saturating, see the module docstring) x frontal pose (floored)."""
+    size = np.clip(np.asarray(face_px, dtype=np.float64) / FULL_DETAIL_FACE_PX, 0.0, 1.0)
+    sharp = np.clip(np.asarray(sharpness, dtype=np.float64) / FULL_DETAIL_SHARPNESS, 0.0, 1.0)
+    pose = np.maximum(frontal_pose(landmarks), MIN_POSE_WEIGHT)
+    return np.asarray(det_score, dtype=np.float64) * size * sharp * pose
 
-    p_male: (k,) 0-1; weights: (k,) detector scores. See the module docstring for the rule.
+
+def combine_gender(
+    logits: np.ndarray, weights: np.ndarray, min_score: float = 0.0
+) -> tuple[str | None, float | None]:
+    """(gender, gender_score percent) of an appearance, or (None, None).
+
+    logits: (k,) calibrated log-odds of male of its judgeable faces; weights: (k,) face weights.
+    The weighted mean log-odds gives p; the score is 100 * max(p, 1 - p), rounded to 0.1, at
+    most MAX_GENDER_SCORE. No
+    faces, a score of 50 (no lean either way) or one below ``min_score`` give (None, None).
     """
     total = float(np.sum(weights))
-    if len(p_male) == 0 or total <= 0:
+    if len(logits) == 0 or total <= 0:
         return None, None
-    margin = float(np.sum(weights * (2.0 * p_male - 1.0))) / total
-    if abs(margin) < TIE_TOLERANCE:
+    p_male = float(sigmoid(float(np.sum(weights * logits)) / total))
+    score = min(round(100.0 * max(p_male, 1.0 - p_male), 1), MAX_GENDER_SCORE)
+    if score <= 50.0 or score < min_score:
         return None, None
-    gender = MALE if margin > 0 else FEMALE
-    return gender, round(100.0 * (1.0 + abs(margin)) / 2.0, 1)
+    return (MALE if p_male > 0.5 else FEMALE), score
 
 
-def median_age(ages: np.ndarray) -> int | None:
-    """Median of (k,) ages in years, rounded half up; None when k is 0."""
-    if len(ages) == 0:
-        return None
-    return int(math.floor(float(np.median(ages)) + 0.5))
+def combine_age(
+    age_probs: np.ndarray, weights: np.ndarray, calibration: AgeCalibration
+) -> tuple[int | None, int | None, int | None]:
+    """(age, age_low, age_high) in whole years of an appearance, or three Nones.
+
+    age_probs: (k, len(AGE_CLASSES)) distributions of its judgeable faces; weights: (k,).
+    The weighted mean distribution, through ``calibration``: its softened expectation rounded
+    half up, and the calibrated range around it.
+    """
+    total = float(np.sum(weights))
+    if len(age_probs) == 0 or total <= 0:
+        return None, None, None
+    mixture = (weights[:, None] * age_probs).sum(axis=0) / total
+    age, low, high = calibration.estimate(mixture[None], np.asarray(AGE_CLASSES))
+    return int(age[0]), int(low[0]), int(high[0])
 
 
 def clip_box(box: np.ndarray, frame_width: int, frame_height: int) -> tuple[int, int, int, int]:
@@ -491,11 +553,12 @@ def clip_box(box: np.ndarray, frame_width: int, frame_height: int) -> tuple[int,
 def _event_from_track(
     track: _Track, event_key: str, settings: TrackerSettings, frame_width: int, frame_height: int
 ) -> Event:
-    """One appearance -> its Event (times of first, last and best face; vote; median age)."""
-    p_male = np.asarray(track.p_male)
-    scores = np.asarray(track.scores)
+    """One appearance -> its Event (times of first, last and best face; gender; age and range)."""
     judge = is_judgeable(np.asarray(track.face_px), np.asarray(track.sharpness), settings)
-    gender, gender_score = vote_gender(p_male[judge], scores[judge])
+    weights = np.asarray(track.weights)[judge]
+    gender, gender_score = combine_gender(np.asarray(track.gender_logit)[judge], weights, settings.min_gender_score)
+    age, age_low, age_high = combine_age(np.asarray(track.age_probs).reshape(len(track.times), -1)[judge], weights,
+                                         settings.age_calibration)
     best = track.best_index
     x, y, w, h = clip_box(track.boxes[best], frame_width, frame_height)
     return Event(
@@ -510,7 +573,9 @@ def _event_from_track(
         det_score=round(track.scores[best], 4),
         gender=gender,
         gender_score=gender_score,
-        age=median_age(np.asarray(track.ages)[judge]),
+        age=age,
+        age_low=age_low,
+        age_high=age_high,
         face_count=len(track.times),
     )
 

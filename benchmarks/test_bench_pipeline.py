@@ -32,14 +32,16 @@ import torch
 
 from analyzer.decode import TimestampSampler, iter_batches, probe
 from analyzer.nvdec import unavailable_reason
-from analyzer.pipeline import StageClock, analyze_video, leave_cpus_to_the_decoder, tracker_settings
+from analyzer.pipeline import StageClock, analyze_video, frame_faces, leave_cpus_to_the_decoder, tracker_settings
 from analyzer.settings import Settings
-from analyzer.tracking import FrameFaces, Tracker
+from analyzer.tracking import Tracker
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
+from models.weights import classifier_config
+from tests.conftest import fetched_models_dir
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared")) / "models"
+MODELS_DIR = fetched_models_dir()  # ../shared/models as `analyzer models fetch` installs it (Cydral converted)
 CUDA = torch.cuda.is_available()
 SECONDS = float(os.environ.get("ANALYZER_BENCH_SECONDS", "60" if CUDA else "10"))
 RESULTS: dict[str, list[str]] = {}
@@ -92,6 +94,7 @@ def _per_frame(path: Path, model: FaceAnalyzer, settings: Settings) -> tuple[int
     sampler = TimestampSampler(settings.sample_fps)
     capture = cv2.VideoCapture(str(path))
     clock = StageClock()
+    temperature = classifier_config(settings.classifier).gender_temperature
     started, frames = time.perf_counter(), 0
     while True:
         with clock("decode_s"):
@@ -105,8 +108,7 @@ def _per_frame(path: Path, model: FaceAnalyzer, settings: Settings) -> tuple[int
         with clock("models_s"):
             faces = model.analyze(frame[None])
         with clock("track_s"):
-            tracker.update(timestamp, FrameFaces.from_arrays(faces.boxes, faces.scores, faces.p_male, faces.age,
-                                                             faces.face_px, faces.sharpness), frame=frame)
+            tracker.update(timestamp, frame_faces(faces, temperature), frame=frame)
         frames += 1
     tracker.finish()
     return frames, time.perf_counter() - started, clock

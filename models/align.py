@@ -7,7 +7,11 @@ full-resolution frames, with ``cv2.warpAffine`` semantics (pixel centres at inte
 coordinates, bilinear, black outside the frame).
 
 The frames of the batch are read as one volume (1, C, N, H, W) and each face's grid carries its
-frame index as the depth coordinate, so no frame is copied per face.
+frame index as the depth coordinate, so no frame is copied per face. ``warp_faces_multi`` samples
+several crops per face (e.g. the 112 px ArcFace crop and the Cydral nets' 64 px chip) in that one
+``grid_sample`` call, with their sample points laid end to end; ``oversample`` then lets a chip be
+sampled at f x its size and box-filtered down, which keeps small chips of large faces from
+aliasing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ __all__ = [
     "similarity_transform",
     "invert_affine",
     "warp_faces",
+    "warp_faces_multi",
+    "oversample",
     "sharpness",
 ]
 
@@ -72,13 +78,94 @@ def _pixel_to_norm(width: int, height: int, device: torch.device) -> torch.Tenso
     return torch.tensor([[sx, 0.0, -1.0], [0.0, sy, -1.0], [0.0, 0.0, 1.0]], device=device)
 
 
+def oversample(matrices: torch.Tensor, factor: int) -> torch.Tensor:
+    """(K, 2, 3) frame -> crop pixel maps for a crop of side S -> maps for the same crop sampled
+    at side ``factor`` x S: fine pixel u covers crop pixel (u + 0.5) / factor - 0.5, so averaging
+    each ``factor`` x ``factor`` block (``F.avg_pool2d``) gives back the S-pixel crop."""
+    shift = (factor - 1) / 2.0
+    scaled = matrices.float() * factor
+    scaled[:, :, 2] += shift
+    return scaled
+
+
+def _crop_grid(matrices: torch.Tensor, size: int, width: int, height: int) -> torch.Tensor:
+    """(K, size, size, 2) sample points in grid_sample's align_corners=True coordinates of a
+    width x height frame, for crops whose frame -> crop pixel maps are ``matrices``."""
+    faces, device = matrices.shape[0], matrices.device
+    inverse = invert_affine(matrices.float())  # crop pixel -> frame pixel
+    bottom = torch.tensor([0.0, 0.0, 1.0], device=device).expand(faces, 1, 3)
+    inverse_3x3 = torch.cat([inverse, bottom], dim=1)
+    norm_to_crop = torch.linalg.inv(_pixel_to_norm(size, size, device))
+    theta = (_pixel_to_norm(width, height, device) @ inverse_3x3 @ norm_to_crop)[:, :2]
+    return F.affine_grid(theta, [faces, 1, size, size], align_corners=True)
+
+
+def warp_faces_multi(
+    frames: torch.Tensor,
+    image_index: torch.Tensor,
+    crops: list[tuple[torch.Tensor, int]],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Sample several aligned crops of every face from the frames in one ``grid_sample``.
+
+    Args:
+        frames: (N, C, H, W) float32 frames (any channel order, values kept as they are).
+        image_index: (K,) int64, frame of each face.
+        crops: per kind of crop, (matrices, size): (K, 2, 3) maps frame pixels -> crop pixels (as
+            for ``cv2.warpAffine``) and the crop side in pixels.
+
+    Returns per kind of crop, in order:
+        crops: (K, C, size, size) float32, bilinear, zeros outside the frame.
+        inside: (K, size, size) bool, True where the sample point lies within the frame (pixel
+            centres 0..W-1, 0..H-1), i.e. not filled with the black border.
+    """
+    num_frames, channels, height, width = frames.shape
+    faces = image_index.shape[0]
+    device = frames.device
+    if faces == 0:
+        return [
+            (frames.new_zeros(0, channels, size, size), torch.zeros(0, size, size, dtype=torch.bool, device=device))
+            for _, size in crops
+        ]
+    grids = [_crop_grid(matrices, size, width, height) for matrices, size in crops]
+    points = torch.cat([grid.reshape(faces, -1, 2) for grid in grids], dim=1)  # (K, P, 2)
+
+    # Depth coordinate picks the frame: index i sits exactly on depth sample i
+    if num_frames > 1:
+        z = image_index.float() * (2.0 / (num_frames - 1)) - 1.0
+    else:
+        z = torch.zeros(faces, device=device)  # a depth of one sample: any z reads it
+    points_3d = torch.cat([points, z.view(faces, 1, 1).expand(faces, points.shape[1], 1)], dim=2)
+    volume = frames.float().permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, N, H, W), a view
+    samples = F.grid_sample(
+        volume, points_3d[None, :, None], mode="bilinear", padding_mode="zeros", align_corners=True
+    )[0].permute(1, 0, 2, 3)  # (K, C, 1, P)
+
+    results, start = [], 0
+    tolerance = 1e-3  # pixels, for rounding in the normalised coordinates
+    for grid, (_, size) in zip(grids, crops):
+        crop = samples[:, :, 0, start : start + size * size].reshape(faces, channels, size, size)
+        start += size * size
+        # Sample points in frame pixels, to tell the black border from the frame
+        pixel_x = (grid[..., 0] + 1) * (width - 1) / 2
+        pixel_y = (grid[..., 1] + 1) * (height - 1) / 2
+        inside = (
+            (pixel_x >= -tolerance)
+            & (pixel_x <= width - 1 + tolerance)
+            & (pixel_y >= -tolerance)
+            & (pixel_y <= height - 1 + tolerance)
+        )
+        results.append((crop, inside))
+    return results
+
+
 def warp_faces(
     frames: torch.Tensor,
     image_index: torch.Tensor,
     matrices: torch.Tensor,
     size: int = CROP_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample every face's aligned crop from the frames in one ``grid_sample``.
+    """Every face's aligned crop from the frames in one ``grid_sample`` (``warp_faces_multi``
+    with one kind of crop).
 
     Args:
         frames: (N, C, H, W) float32 frames (any channel order, values kept as they are).
@@ -88,46 +175,9 @@ def warp_faces(
 
     Returns:
         crops: (K, C, size, size) float32, bilinear, zeros outside the frame.
-        inside: (K, size, size) bool, True where the sample point lies within the frame (pixel
-            centres 0..W-1, 0..H-1), i.e. not filled with the black border.
+        inside: (K, size, size) bool, True where the sample point lies within the frame.
     """
-    num_frames, channels, height, width = frames.shape
-    faces = image_index.shape[0]
-    device = frames.device
-    if faces == 0:
-        empty = frames.new_zeros(0, channels, size, size)
-        return empty, torch.zeros(0, size, size, dtype=torch.bool, device=device)
-
-    # Crop pixel -> frame pixel, wrapped in align_corners=True normalisation on both sides
-    inverse = invert_affine(matrices.float())
-    bottom = torch.tensor([0.0, 0.0, 1.0], device=device).expand(faces, 1, 3)
-    inverse_3x3 = torch.cat([inverse, bottom], dim=1)
-    norm_to_crop = torch.linalg.inv(_pixel_to_norm(size, size, device))
-    theta = (_pixel_to_norm(width, height, device) @ inverse_3x3 @ norm_to_crop)[:, :2]
-    grid = F.affine_grid(theta, [faces, channels, size, size], align_corners=True)  # (K, S, S, 2)
-
-    # Depth coordinate picks the frame: index i sits exactly on depth sample i
-    if num_frames > 1:
-        z = image_index.float() * (2.0 / (num_frames - 1)) - 1.0
-    else:
-        z = torch.zeros(faces, device=device)  # a depth of one sample: any z reads it
-    grid_3d = torch.cat([grid, z.view(faces, 1, 1, 1).expand(faces, size, size, 1)], dim=3)
-    volume = frames.float().permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, N, H, W), a view
-    crops = F.grid_sample(
-        volume, grid_3d.unsqueeze(0), mode="bilinear", padding_mode="zeros", align_corners=True
-    )[0].permute(1, 0, 2, 3)
-
-    # Sample points in frame pixels, to tell the black border from the frame
-    pixel_x = (grid[..., 0] + 1) * (width - 1) / 2
-    pixel_y = (grid[..., 1] + 1) * (height - 1) / 2
-    tolerance = 1e-3  # pixels, for rounding in the normalised coordinates
-    inside = (
-        (pixel_x >= -tolerance)
-        & (pixel_x <= width - 1 + tolerance)
-        & (pixel_y >= -tolerance)
-        & (pixel_y <= height - 1 + tolerance)
-    )
-    return crops, inside
+    return warp_faces_multi(frames, image_index, [(matrices, size)])[0]
 
 
 def sharpness(crops_bgr: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:

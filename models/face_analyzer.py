@@ -6,9 +6,14 @@ per face:
 1. upload the uint8 frames once (through a reused page-locked buffer, non-blocking, on CUDA),
 2. resize and normalise on the device, detect faces in all frames in one forward pass,
 3. map boxes and landmarks back to source pixels,
-4. align all faces from the full-resolution frames in one ``grid_sample``,
-5. classify all crops in one forward pass,
+4. align all faces from the full-resolution frames in one ``grid_sample`` (the 112 px ArcFace
+   crop, and for the Cydral classifier the 64 and 32 px dlib-style chips),
+5. classify all crops in one forward pass per network,
 6. copy the results to the host once.
+
+Two gender/age classifiers (``models.weights.CLASSIFIERS``): ``cydral`` (default, public domain:
+gender from the 32 px chip, age from the 64 px one) and ``insightface`` (opt-in, non-commercial
+licence: both from the 112 px crop).
 
 On CPU, steps 2-4 run over chunks of CPU_DETECT_CHUNK frames and step 5 over chunks of
 CPU_CLASSIFY_CHUNK crops, which is faster there (caches); the results are the same. An analyzer
@@ -25,23 +30,33 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from analyzer.errors import SettingsError
-from models.align import ARCFACE_TEMPLATE, sharpness, similarity_transform, warp_faces
+from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
+from models.cydral import (
+    AGE_CHIP_SIZE,
+    AGE_CLASSES,
+    CHIP_OVERSAMPLE,
+    CHIP_TEMPLATES,
+    GENDER_CHIP_SIZE,
+    CydralClassifier,
+    expected_age,
+)
 from models.detection import Detections, FaceDetector
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
 from models.retinaface import RetinaFaceDetector
 from models.transfer import PinnedBuffer
-from models.weights import DETECTORS, MODELS, model_path, model_version, verify_file
+from models.weights import CLASSIFIERS, DETECTORS, MODELS, model_path, model_version, verify_file
 
-__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS"]
+__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS", "AGE_CLASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +87,14 @@ class FaceBatch:
     scores: (K,) float32, detector confidence 0-1.
     landmarks: (K, 5, 2) float32, x, y in source pixels: image-left eye, image-right eye, nose,
         image-left and image-right mouth corner.
-    p_male: (K,) float32, probability that the face is male, 0-1.
-    age: (K,) int64, years, as the gender-age model defines it (0-100).
+    gender_logit: (K,) float32, the classifier's raw log-odds of male (log p_male - log
+        p_female), before calibration.
+    p_male: (K,) float32, probability that the face is male, 0-1: sigmoid(gender_logit / T)
+        with the classifier's ``gender_temperature`` T (models.weights.CLASSIFIERS).
+    age: (K,) float32, years: the expectation of ``age_probs`` (Cydral), or InsightFace's
+        integer age (0-100).
+    age_probs: (K, 81) float32, distribution over the ages in ``AGE_CLASSES`` (0.25, 1, ...,
+        80); for InsightFace a one-hot at its age clipped to 0..80.
     face_px: (K,) float32, face size in source pixels: the shorter side of the box.
     sharpness: (K,) float32, variance of the Laplacian of the grey aligned 112x112 crop (grey
         levels squared, counted only where the crop lies inside the frame); low = blurred.
@@ -84,8 +105,10 @@ class FaceBatch:
     boxes: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
+    gender_logit: np.ndarray
     p_male: np.ndarray
     age: np.ndarray
+    age_probs: np.ndarray
     face_px: np.ndarray
     sharpness: np.ndarray
     num_frames: int
@@ -98,50 +121,45 @@ class FaceBatch:
         if not 0 <= i < self.num_frames:
             raise IndexError(f"frame {i} outside a batch of {self.num_frames}")
         rows = self.frame_index == i
-        return FaceBatch(
-            frame_index=self.frame_index[rows],
-            boxes=self.boxes[rows],
-            scores=self.scores[rows],
-            landmarks=self.landmarks[rows],
-            p_male=self.p_male[rows],
-            age=self.age[rows],
-            face_px=self.face_px[rows],
-            sharpness=self.sharpness[rows],
-            num_frames=self.num_frames,
-        )
+        arrays = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name != "num_frames"}
+        return FaceBatch(**arrays, num_frames=self.num_frames)
 
 
-# Column layout of the one tensor copied to the host
-_COLUMNS = {
-    "frame_index": 1, "boxes": 4, "scores": 1, "landmarks": 10,
-    "p_male": 1, "age": 1, "face_px": 1, "sharpness": 1,
+# Column layout of the one float32 tensor copied to the host: name -> shape of a face's row
+_COLUMNS: dict[str, tuple[int, ...]] = {
+    "frame_index": (), "boxes": (4,), "scores": (), "landmarks": (5, 2), "gender_logit": (),
+    "p_male": (), "age": (), "age_probs": (len(AGE_CLASSES),), "face_px": (), "sharpness": (),
 }  # fmt: skip
+_WIDTH = sum(int(np.prod(shape)) for shape in _COLUMNS.values())
 
 
 def _unpack(packed: np.ndarray, num_frames: int) -> FaceBatch:
-    fields, start = {}, 0
-    for name, width in _COLUMNS.items():
-        fields[name] = packed[:, start : start + width]
+    arrays, start = {}, 0
+    for name, shape in _COLUMNS.items():
+        width = int(np.prod(shape))
+        arrays[name] = np.ascontiguousarray(packed[:, start : start + width]).reshape(-1, *shape)
         start += width
-    return FaceBatch(
-        frame_index=fields["frame_index"][:, 0].astype(np.int64),
-        boxes=np.ascontiguousarray(fields["boxes"]),
-        scores=np.ascontiguousarray(fields["scores"][:, 0]),
-        landmarks=np.ascontiguousarray(fields["landmarks"]).reshape(-1, 5, 2),
-        p_male=np.ascontiguousarray(fields["p_male"][:, 0]),
-        age=fields["age"][:, 0].astype(np.int64),
-        face_px=np.ascontiguousarray(fields["face_px"][:, 0]),
-        sharpness=np.ascontiguousarray(fields["sharpness"][:, 0]),
-        num_frames=num_frames,
-    )
+    arrays["frame_index"] = arrays["frame_index"].astype(np.int64)
+    return FaceBatch(**arrays, num_frames=num_frames)
 
 
-def pad_faces(crops: torch.Tensor, inside: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crops (K, C, S, S) and masks (K, S, S) padded with blank faces to a multiple of ``multiple``."""
-    extra = -crops.shape[0] % multiple
+class Crops(NamedTuple):
+    """A run of faces' aligned crops: ``arcface`` (K, 3, 112, 112) float32 BGR and its
+    ``inside`` mask (K, 112, 112); for the Cydral classifier the dlib-style chips ``chips64``
+    (K, 3, 64, 64) and ``chips32`` (K, 3, 32, 32) float32 BGR (None otherwise)."""
+
+    arcface: torch.Tensor
+    inside: torch.Tensor
+    chips64: torch.Tensor | None
+    chips32: torch.Tensor | None
+
+
+def pad_faces(crops: Crops, multiple: int) -> Crops:
+    """The crops padded with blank faces (zeros, outside the frame) to a multiple of ``multiple``."""
+    extra = -crops.inside.shape[0] % multiple
     if extra == 0:
-        return crops, inside
-    return F.pad(crops, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(inside, (0, 0, 0, 0, 0, extra))
+        return crops
+    return Crops(*(None if t is None else F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra)) for t in crops))
 
 
 def _concat_detections(parts: list[Detections]) -> Detections:
@@ -202,9 +220,12 @@ class FaceAnalyzer:
         score_threshold: minimum detector score 0-1 (default: {None}: 0.9 for RetinaFace,
             0.6 for YuNet).
         nms_threshold: NMS IoU threshold (default: {None}: 0.4 for RetinaFace, 0.3 for YuNet).
+        classifier: gender/age classifier, "cydral" (public domain) or "insightface"
+            (non-commercial licence; a warning is logged) (default: {"cydral"}).
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
-    detector, the classifier and their hashes).
+    detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
+    of models.weights.CLASSIFIERS).
     """
 
     def __init__(
@@ -216,6 +237,7 @@ class FaceAnalyzer:
         det_max_side: int | None = DEFAULT_DET_MAX_SIDE,
         score_threshold: float | None = None,
         nms_threshold: float | None = None,
+        classifier: str = "cydral",
     ) -> None:
         self.device = resolve_device(device)
         self.half = half
@@ -229,15 +251,28 @@ class FaceAnalyzer:
         self.score_threshold = default_score if score_threshold is None else score_threshold
         self.nms_threshold = default_nms if nms_threshold is None else nms_threshold
         self.det_max_side = det_max_side
+        if classifier not in CLASSIFIERS:
+            raise SettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+        self.classifier_config = CLASSIFIERS[classifier]
+        if self.classifier_config.licence_warning:
+            log.warning("classifier %s: %s", classifier, self.classifier_config.licence_warning)
         self.detector = load_detector(detector, model_dir, self.device, self.half)
-        self.classifier = GenderAgeClassifier.from_file(
-            model_path(model_dir, "genderage"), self.device, self.half
-        )
+        self.classifier: CydralClassifier | GenderAgeClassifier
+        if classifier == "cydral":
+            self.classifier = CydralClassifier.from_files(
+                model_path(model_dir, "cydral_gender"), model_path(model_dir, "cydral_age"), self.device, self.half
+            )
+            nets = [self.classifier.gender_net, self.classifier.age_net]
+        else:
+            self.classifier = GenderAgeClassifier.from_file(model_path(model_dir, "genderage"), self.device, self.half)
+            nets = [self.classifier.net]
         # Frames arrive as N x H x W x 3, i.e. channels-last: the nets take them so without reordering
         # (on 2 CPU cores channels-last nets and contiguous ones both did 23.3 frames/s)
-        self.classifier.net.to(memory_format=torch.channels_last)
-        self.model_version = model_version(detector)
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
+        self.model_version = model_version(detector, classifier)
         self._template = torch.tensor(ARCFACE_TEMPLATE, device=self.device)
+        self._chip_template = torch.tensor(CHIP_TEMPLATES[detector], device=self.device)
         self._float_buffer: torch.Tensor | None = None  # CPU only, see to_float
         self._upload_buffer = PinnedBuffer()  # CUDA only, see upload
         log.info(
@@ -259,17 +294,19 @@ class FaceAnalyzer:
         pixels = self.upload(frames)  # (N, H, W, 3) uint8 on the device
         count = pixels.shape[0]
         if count == 0:
-            return _unpack(np.zeros((0, sum(_COLUMNS.values())), np.float32), 0)
+            return _unpack(np.zeros((0, _WIDTH), np.float32), 0)
         chunk = count if self.device.type == "cuda" else CPU_DETECT_CHUNK
         parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
-        crops = torch.cat([part[1] for part in parts])
-        inside = torch.cat([part[2] for part in parts])
-        faces = crops.shape[0]
+        crops = Crops(
+            *(None if parts[0][1][i] is None else torch.cat([part[1][i] for part in parts]) for i in range(4))
+        )
+        faces = crops.inside.shape[0]
         if self.device.type == "cuda":
-            crops, inside = pad_faces(crops, inside, CUDA_FACE_BUCKET)
-        p_male, age = (values[:faces] for values in self.classify(crops))
-        crop_sharpness = sharpness(crops, inside)[:faces]
+            crops = pad_faces(crops, CUDA_FACE_BUCKET)
+        gender_logit, age, age_probs = (values[:faces] for values in self.classify(crops))
+        p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
+        crop_sharpness = sharpness(crops.arcface, crops.inside)[:faces]
         box_size = detections.boxes[:, 2:] - detections.boxes[:, :2]
         packed = torch.cat(
             [
@@ -277,8 +314,10 @@ class FaceAnalyzer:
                 detections.boxes,
                 detections.scores[:, None],
                 detections.landmarks.reshape(-1, 10),
+                gender_logit[:, None],
                 p_male[:, None],
-                age[:, None].float(),
+                age[:, None],
+                age_probs,
                 box_size.min(dim=1).values[:, None],
                 crop_sharpness[:, None],
             ],
@@ -316,16 +355,14 @@ class FaceAnalyzer:
         self._float_buffer.copy_(pixels)
         return self._float_buffer.permute(0, 3, 1, 2)
 
-    def _detect_and_align(
-        self, pixels: torch.Tensor, first_frame: int
-    ) -> tuple[Detections, torch.Tensor, torch.Tensor]:
-        """Detections, crops and inside-masks of a run of frames starting at ``first_frame``."""
+    def _detect_and_align(self, pixels: torch.Tensor, first_frame: int) -> tuple[Detections, Crops]:
+        """Detections and crops of a run of frames starting at ``first_frame``."""
         images = self.to_float(pixels)
         detections = self.detect(images)
-        crops, inside = self.align(images, detections)
+        crops = self.align(images, detections)
         if first_frame:
             detections.image_index = detections.image_index + first_frame
-        return detections, crops, inside
+        return detections, crops
 
     def detection_size(self, height: int, width: int) -> tuple[int, int]:
         """Detector input (height, width) for source frames of height x width pixels."""
@@ -352,17 +389,67 @@ class FaceAnalyzer:
             return detections
         return detections.scaled(width / det_width, height / det_height)
 
-    def classify(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, 3, 112, 112) float32 BGR crops -> p_male (K,) float32, age (K,) int64; one forward
-        on CUDA, chunks of CPU_CLASSIFY_CHUNK crops on CPU."""
-        rgb = crops[:, BGR_TO_RGB]
-        if self.device.type == "cuda" or rgb.shape[0] <= CPU_CLASSIFY_CHUNK:
-            return self.classifier.predict(rgb)
-        outputs = torch.cat([self.classifier.forward(part) for part in rgb.split(CPU_CLASSIFY_CHUNK)])
-        return decode_genderage(outputs)
+    def classify(self, crops: Crops) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gender log-odds of male (K,), age in years (K,) and age distribution (K, 81) over
+        ``AGE_CLASSES``, all float32, from the faces' crops; one forward per network on CUDA,
+        chunks of CPU_CLASSIFY_CHUNK faces on CPU."""
+        chunk = crops.inside.shape[0] if self.device.type == "cuda" else CPU_CLASSIFY_CHUNK
+        if isinstance(self.classifier, CydralClassifier):
+            assert crops.chips64 is not None and crops.chips32 is not None
+            return self._classify_cydral(crops.chips32[:, BGR_TO_RGB], crops.chips64[:, BGR_TO_RGB], max(chunk, 1))
+        rgb = crops.arcface[:, BGR_TO_RGB]
+        outputs = [self.classifier.forward(part) for part in rgb.split(max(chunk, 1))]
+        if not outputs:
+            return rgb.new_zeros(0), rgb.new_zeros(0), rgb.new_zeros(0, len(AGE_CLASSES))
+        raw = torch.cat(outputs)
+        _, age = decode_genderage(raw)
+        gender_logit = raw[:, 1] - raw[:, 0]
+        # One path downstream: the integer age as a one-hot distribution over AGE_CLASSES
+        # (class i is age i for i >= 1, class 0 is 0.25 years)
+        age_probs = F.one_hot(age.clamp(0, len(AGE_CLASSES) - 1), len(AGE_CLASSES)).float()
+        return gender_logit, age.float(), age_probs
 
-    def align(self, images: torch.Tensor, detections: Detections) -> tuple[torch.Tensor, torch.Tensor]:
-        """All faces' 112x112 crops (K, 3, 112, 112) float32 BGR from the full-resolution
-        frames, and the (K, 112, 112) mask of crop pixels inside the frame."""
-        matrices = similarity_transform(detections.landmarks, self._template)
-        return warp_faces(images, detections.image_index, matrices)
+    def _classify_cydral(
+        self, chips32: torch.Tensor, chips64: torch.Tensor, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RGB chips (K, 3, 32, 32) and (K, 3, 64, 64) -> gender_logit, age, age_probs; with
+        ``flip`` each chip is averaged with its mirror image (gender in log-odds, age in
+        probabilities)."""
+        assert isinstance(self.classifier, CydralClassifier)
+        flip = self.classifier_config.flip
+        logits, probs = [], []
+        for small, large in zip(chips32.split(chunk), chips64.split(chunk)):
+            if flip:
+                small, large = torch.cat([small, small.flip(3)]), torch.cat([large, large.flip(3)])
+            gender = self.classifier.gender_logits(small)
+            logit = gender[:, 1] - gender[:, 0]
+            prob = self.classifier.age_logits(large).softmax(dim=1)
+            if flip:
+                logit = logit.view(2, -1).mean(dim=0)
+                prob = prob.view(2, -1, prob.shape[1]).mean(dim=0)
+            logits.append(logit)
+            probs.append(prob)
+        if not logits:
+            return chips64.new_zeros(0), chips64.new_zeros(0), chips64.new_zeros(0, len(AGE_CLASSES))
+        age_probs = torch.cat(probs)
+        return torch.cat(logits), expected_age(age_probs), age_probs
+
+    def align(self, images: torch.Tensor, detections: Detections) -> Crops:
+        """All faces' crops from the full-resolution frames in one ``grid_sample``: the 112 px
+        ArcFace crop (sharpness, InsightFace) and its inside mask, and for Cydral the 64 and 32 px
+        chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered)."""
+        kinds = [(similarity_transform(detections.landmarks, self._template), CROP_SIZE)]
+        cydral = isinstance(self.classifier, CydralClassifier)
+        if cydral:
+            chip64 = similarity_transform(detections.landmarks, self._chip_template)
+            # dlib's chips of both sizes span the same square: pixel i of the 32 px chip lies where
+            # pixel i * 63 / 31 of the 64 px chip does
+            chip32 = chip64 * ((GENDER_CHIP_SIZE - 1) / (AGE_CHIP_SIZE - 1))
+            for matrices, size in ((chip64, AGE_CHIP_SIZE), (chip32, GENDER_CHIP_SIZE)):
+                kinds.append((oversample(matrices, CHIP_OVERSAMPLE), size * CHIP_OVERSAMPLE))
+        sampled = warp_faces_multi(images, detections.image_index, kinds)
+        arcface, inside = sampled[0]
+        if not cydral:
+            return Crops(arcface, inside, None, None)
+        chips64, chips32 = (F.avg_pool2d(crops, CHIP_OVERSAMPLE) for crops, _ in sampled[1:])
+        return Crops(arcface, inside, chips64, chips32)

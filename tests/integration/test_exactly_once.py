@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 VIDEO_ID = 4242
 EVENT_COLUMNS = ("event_key", "start_ms", "end_ms", "best_frame_ms", "box_x", "box_y", "box_w", "box_h",
-                 "det_score", "gender", "gender_score", "age", "face_count", "model_version")
+                 "det_score", "gender", "gender_score", "age", "age_low", "age_high", "face_count", "model_version")
 
 
 @pytest.fixture

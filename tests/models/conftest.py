@@ -21,6 +21,13 @@ REFERENCE_DIR = MODELS_DIR / "reference"
 UTKFACE_DIR = MEDIA_DIR / "utkface_dev"
 
 
+def weights_dir() -> Path:
+    """The fetched model folder (tests/conftest.py): every weight file the analyzer loads."""
+    from tests.conftest import fetched_models_dir
+
+    return fetched_models_dir()
+
+
 def read_bgr(name: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 BGR of a file in the shared media folder (or an absolute path)."""
     path = Path(name) if Path(name).is_absolute() else MEDIA_DIR / name
@@ -51,7 +58,8 @@ def classifier():
 
 @pytest.fixture(scope="session")
 def full_size_analyzer():
-    """FaceAnalyzer on CPU at the images' original size, the MANIFEST's threshold 0.8."""
+    """FaceAnalyzer on CPU at the images' original size, the MANIFEST's threshold 0.8, with the
+    InsightFace classifier whose results the MANIFEST lists."""
     from models.face_analyzer import FaceAnalyzer
 
-    return FaceAnalyzer(MODELS_DIR, device="cpu", det_max_side=None, score_threshold=0.8)
+    return FaceAnalyzer(weights_dir(), device="cpu", det_max_side=None, score_threshold=0.8, classifier="insightface")

@@ -1,7 +1,10 @@
-"""FaceAnalyzer end to end: the MANIFEST's gender/age results, batch invariance, settings, CUDA."""
+"""FaceAnalyzer end to end: the MANIFEST's gender/age results (InsightFace), the Cydral default,
+batch invariance, settings, CUDA."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 import cv2
@@ -10,10 +13,12 @@ import pytest
 import torch
 
 from analyzer.errors import SettingsError, WeightsError
-from models.face_analyzer import FaceAnalyzer, FaceBatch, pad_faces
 from models.align import sharpness
+from models.cydral import AGE_CLASSES
+from models.face_analyzer import FaceAnalyzer, FaceBatch, pad_faces
 from models.nms import box_iou
-from tests.models.conftest import MODELS_DIR, UTKFACE_DIR, read_bgr
+from models.weights import CLASSIFIERS, model_version
+from tests.models.conftest import UTKFACE_DIR, read_bgr, weights_dir
 
 AGE_TOLERANCE = 1  # years
 BOX_TOLERANCE = 0.05  # pixels, batch vs alone
@@ -69,14 +74,13 @@ def assert_same_faces(a: FaceBatch, b: FaceBatch) -> None:
 def by_position(faces: FaceBatch) -> FaceBatch:
     """The faces ordered by frame, then left edge (scores that nearly tie may swap order)."""
     order = np.lexsort((faces.boxes[:, 0], faces.frame_index))
-    fields = {name: getattr(faces, name)[order] for name in
-              ("frame_index", "boxes", "scores", "landmarks", "p_male", "age", "face_px", "sharpness")}  # fmt: skip
-    return FaceBatch(**fields, num_frames=faces.num_frames)
+    arrays = {f.name: getattr(faces, f.name)[order] for f in dataclasses.fields(faces) if f.name != "num_frames"}
+    return FaceBatch(**arrays, num_frames=faces.num_frames)
 
 
 @pytest.fixture(scope="module")
 def default_analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer(MODELS_DIR, device="cpu")
+    return FaceAnalyzer(weights_dir(), device="cpu")
 
 
 @pytest.mark.parametrize("name", sorted(PHOTO_CASES))
@@ -120,7 +124,7 @@ def test_batch_equals_each_image_alone(default_analyzer: FaceAnalyzer) -> None:
 
 def test_batch_invariance_with_resizing() -> None:
     """Frames shrunk for detection (1280 -> 480 px): boxes come back in source pixels."""
-    analyzer = FaceAnalyzer(MODELS_DIR, device="cpu", det_max_side=480, score_threshold=0.8)
+    analyzer = FaceAnalyzer(weights_dir(), device="cpu", det_max_side=480, score_threshold=0.8)
     frames = np.stack([cv2.resize(read_bgr(name), (1280, 720)) for name in BATCH_IMAGES[1:]])
     together = analyzer.analyze(frames)
     for i in range(len(frames)):
@@ -145,7 +149,8 @@ def test_no_faces(default_analyzer: FaceAnalyzer) -> None:
     faces = default_analyzer.analyze(np.zeros((3, 120, 160, 3), np.uint8))
     assert len(faces) == 0 and faces.num_frames == 3
     assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
-    assert faces.age.dtype == np.int64 and faces.frame_index.dtype == np.int64
+    assert faces.age.dtype == np.float32 and faces.frame_index.dtype == np.int64
+    assert faces.age_probs.shape == (0, 81) and faces.gender_logit.shape == (0,)
     assert len(faces.for_frame(2)) == 0
     with pytest.raises(IndexError):
         faces.for_frame(3)
@@ -161,29 +166,56 @@ def test_bad_frames_are_refused(default_analyzer: FaceAnalyzer) -> None:
 
 def test_settings_errors(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="detector"):
-        FaceAnalyzer(MODELS_DIR, detector="mtcnn", device="cpu")
+        FaceAnalyzer(weights_dir(), detector="mtcnn", device="cpu")
     with pytest.raises(SettingsError, match="half"):
-        FaceAnalyzer(MODELS_DIR, device="cpu", half=True)
+        FaceAnalyzer(weights_dir(), device="cpu", half=True)
     with pytest.raises(WeightsError, match="analyzer models fetch"):
         FaceAnalyzer(tmp_path, device="cpu")
     if not torch.cuda.is_available():
         with pytest.raises(SettingsError, match="CUDA"):
-            FaceAnalyzer(MODELS_DIR, device="cuda")
+            FaceAnalyzer(weights_dir(), device="cuda")
 
 
 def test_model_version_and_device(default_analyzer: FaceAnalyzer) -> None:
-    assert default_analyzer.model_version == "retinaface-ed6fa7d4+genderage-5283bed2"
+    assert default_analyzer.model_version == model_version("retinaface", "cydral")
+    assert default_analyzer.model_version.startswith("retinaface-ed6fa7d4+cydral-")
     assert default_analyzer.device == torch.device("cpu") and default_analyzer.half is False
-    auto = FaceAnalyzer(MODELS_DIR)
+    auto = FaceAnalyzer(weights_dir())
     assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_yunet_detector_is_wired() -> None:
-    analyzer = FaceAnalyzer(MODELS_DIR, detector="yunet", device="cpu", det_max_side=None)
+    analyzer = FaceAnalyzer(weights_dir(), detector="yunet", device="cpu", det_max_side=None)
     assert analyzer.model_version.startswith("yunet-9c7c9e14+")
     faces = analyzer.analyze(read_bgr("obama.jpg")[None])
     assert len(faces) == 1 and faces.p_male[0] > 0.5
     assert abs(faces.scores[0] - 0.961) < 0.01
+
+
+def test_cydral_outputs_follow_the_contract(default_analyzer: FaceAnalyzer) -> None:
+    """gender_logit is the raw log-odds, p_male its calibrated sigmoid, age the expectation of
+    age_probs over AGE_CLASSES; Obama is a confident male (the net says 44 years)."""
+    faces = default_analyzer.analyze(read_bgr("obama.jpg")[None])
+    assert len(faces) == 1
+    temperature = CLASSIFIERS["cydral"].gender_temperature
+    np.testing.assert_allclose(faces.p_male, 1 / (1 + np.exp(-faces.gender_logit / temperature)), rtol=1e-5)
+    np.testing.assert_allclose(faces.age_probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(faces.age, faces.age_probs @ np.array(AGE_CLASSES, np.float32), rtol=1e-5)
+    assert faces.gender_logit[0] > 3 and 40 <= faces.age[0] <= 50, (faces.gender_logit, faces.age)
+
+
+def test_insightface_is_opt_in_with_a_licence_warning(
+    full_size_analyzer: FaceAnalyzer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="models.face_analyzer"):
+        analyzer = FaceAnalyzer(weights_dir(), device="cpu", classifier="insightface")
+    assert "NON-COMMERCIAL" in caplog.text
+    assert analyzer.model_version.startswith("retinaface-ed6fa7d4+insightface-")
+    assert analyzer.model_version != model_version("retinaface", "cydral")
+    faces = full_size_analyzer.analyze(read_bgr("obama.jpg")[None])
+    assert faces.age[0] == 61 and faces.age_probs[0].argmax() == 61 and faces.age_probs[0].sum() == 1
+    with pytest.raises(SettingsError, match="classifier"):
+        FaceAnalyzer(weights_dir(), device="cpu", classifier="dlib")
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -197,9 +229,9 @@ def test_cuda_half_finds_the_same_faces_and_genders(detector: str) -> None:
     where two anchors nearly tie another one may win: measured on an H200, one RetinaFace box
     of 15 moved 12 px and its age changed by 8 years, so fp16 ages are not compared."""
     frames = np.stack([letterbox(read_bgr(name), 960) for name in BATCH_IMAGES])
-    reference = FaceAnalyzer(MODELS_DIR, detector=detector, device="cpu").analyze(frames)
-    fp32 = FaceAnalyzer(MODELS_DIR, detector=detector, device="cuda", half=False).analyze(frames)
-    fp16 = FaceAnalyzer(MODELS_DIR, detector=detector, device="cuda", half=True).analyze(frames)
+    reference = FaceAnalyzer(weights_dir(), detector=detector, device="cpu").analyze(frames)
+    fp32 = FaceAnalyzer(weights_dir(), detector=detector, device="cuda", half=False).analyze(frames)
+    fp16 = FaceAnalyzer(weights_dir(), detector=detector, device="cuda", half=True).analyze(frames)
     reference, fp32, fp16 = (by_position(r) for r in (reference, fp32, fp16))
     for result in (fp32, fp16):
         assert len(result) == len(reference)
@@ -215,7 +247,7 @@ def test_cuda_half_finds_the_same_faces_and_genders(detector: str) -> None:
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_frames_already_on_the_device() -> None:
-    analyzer = FaceAnalyzer(MODELS_DIR, device="cuda", half=True)
+    analyzer = FaceAnalyzer(weights_dir(), device="cuda", half=True)
     assert analyzer.half is True
     frames = np.stack([read_bgr("two_people.jpg")] * 3)
     on_host = analyzer.analyze(frames)
@@ -228,10 +260,12 @@ def test_blank_padding_leaves_every_real_face_as_it_was(default_analyzer: FaceAn
     """CUDA pads the crops to CUDA_FACE_BUCKET faces; the real faces' answers must not change."""
     frames = torch.from_numpy(np.stack([letterbox(read_bgr(name), 640) for name in BATCH_IMAGES]))
     images = default_analyzer.to_float(frames)
-    crops, inside = default_analyzer.align(images, default_analyzer.detect(images))
-    count = crops.shape[0]
-    padded, padded_inside = pad_faces(crops, inside, 32)
-    assert padded.shape[0] % 32 == 0 and padded.shape[0] > count and not padded_inside[count:].any()
+    crops = default_analyzer.align(images, default_analyzer.detect(images))
+    count = crops.inside.shape[0]
+    padded = pad_faces(crops, 32)
+    assert padded.inside.shape[0] % 32 == 0 and padded.inside.shape[0] > count
+    assert not padded.inside[count:].any()
+    assert all(t is None or t.shape[0] == padded.inside.shape[0] for t in padded)
     for exact, with_blanks in zip(default_analyzer.classify(crops), default_analyzer.classify(padded)):
         torch.testing.assert_close(with_blanks[:count], exact)
-    torch.testing.assert_close(sharpness(padded, padded_inside)[:count], sharpness(crops, inside))
+    torch.testing.assert_close(sharpness(padded.arcface, padded.inside)[:count], sharpness(crops.arcface, crops.inside))

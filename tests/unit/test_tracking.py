@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analyzer.calibration import AgeCalibration
 from analyzer.errors import SettingsError
 from analyzer.tracking import (
     FEMALE,
@@ -13,10 +14,13 @@ from analyzer.tracking import (
     Tracker,
     TrackerSettings,
     clip_box,
+    combine_age,
+    combine_gender,
+    face_weight,
+    frontal_pose,
     greedy_assign,
-    median_age,
-    vote_gender,
 )
+from models.cydral import AGE_CLASSES
 
 WIDTH, HEIGHT = 1280, 720
 FRAME_MS = 200  # 5 sampled frames per second
@@ -30,21 +34,40 @@ def face(cx: float, cy: float, side: float = 100.0, **attrs: float) -> dict:
     return values
 
 
+def logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def age_distribution(age: float, spread: float = 0.0) -> np.ndarray:
+    """A distribution over AGE_CLASSES centred on ``age``: one class, or a Gaussian of ``spread`` years."""
+    classes = np.asarray(AGE_CLASSES)
+    if spread == 0.0:
+        probs = (np.abs(classes - age) == np.abs(classes - age).min()).astype(float)
+    else:
+        probs = np.exp(-0.5 * ((classes - age) / spread) ** 2)
+    return probs / probs.sum()
+
+
 def frame_faces(faces: list[dict]) -> FrameFaces:
     if not faces:
         return FrameFaces.empty()
     return FrameFaces.from_arrays(
         boxes=np.array([f["box"] for f in faces]),
         scores=np.array([f["score"] for f in faces]),
-        p_male=np.array([f["p_male"] for f in faces]),
-        age=np.array([f["age"] for f in faces]),
+        gender_logit=np.array([logit(f["p_male"]) for f in faces]),
+        age_probs=np.stack([age_distribution(f["age"]) for f in faces]),
         face_px=np.array([f["face_px"] for f in faces]),
         sharpness=np.array([f["sharpness"] for f in faces]),
+        landmarks=np.stack([f["landmarks"] for f in faces]) if all("landmarks" in f for f in faces) else None,
     )
 
 
+# The judging tests look at what the faces say, not at the threshold: answer every gender.
+ANSWER_ALL = TrackerSettings(min_gender_score=0.0)
+
+
 def track(frames: list[tuple[int, list[dict]]], settings: TrackerSettings | None = None):
-    tracker = Tracker(settings or TrackerSettings(), frame_width=WIDTH, frame_height=HEIGHT)
+    tracker = Tracker(settings or ANSWER_ALL, frame_width=WIDTH, frame_height=HEIGHT)
     for timestamp_ms, faces in frames:
         tracker.update(timestamp_ms, frame_faces(faces))
     return tracker.finish()
@@ -130,7 +153,7 @@ def test_single_sampled_frame_keeps_its_faces():
 
 def test_min_faces_one_keeps_every_face():
     frames = still(4) + [(800, [face(640, 360), face(100, 100)])]
-    assert len(track(frames, TrackerSettings(min_faces=1))) == 2
+    assert len(track(frames, TrackerSettings(min_faces=1, min_gender_score=0.0))) == 2
 
 
 def test_greedy_assign_takes_best_pairs_once():
@@ -163,6 +186,7 @@ def test_only_judgeable_faces_vote_and_give_age():
     (event,) = track(frames)
     assert event.face_count == 8
     assert (event.gender, event.gender_score, event.age) == (MALE, 70.0, 25)
+    assert event.age_low <= 25 <= event.age_high
     assert event.best_frame_ms == 1000  # the first judgeable face; later ones are no better
 
 
@@ -170,32 +194,87 @@ def test_only_judgeable_faces_vote_and_give_age():
     ("p_male", "weights", "expected"),
     [
         ([0.55], [1.0], (MALE, 55.0)),  # one barely-decided face is not 100 % sure
-        ([0.0, 0.0], [0.9, 0.95], (FEMALE, 100.0)),
-        ([0.9, 0.9, 0.1], [1.0, 1.0, 1.0], (MALE, 63.3)),  # disagreement lowers the score
-        ([0.9, 0.2], [1.0, 0.5], (MALE, 66.7)),  # detector score weighs the vote
-        ([0.9, 0.2], [0.2, 1.0], (FEMALE, 68.3)),
+        ([0.999999], [1.0], (MALE, 99.9)),  # nor is a face the net is sure of
+        ([0.9] * 10, [1.0] * 10, (MALE, 90.0)),  # ten agreeing faces are as sure as one, no surer
+        ([0.01, 0.02], [0.9, 0.95], (FEMALE, 98.6)),
+        ([0.9, 0.9, 0.1], [1.0, 1.0, 1.0], (MALE, 67.5)),  # disagreement lowers the score
+        ([0.9, 0.2], [1.0, 0.5], (MALE, 73.2)),  # the face weight weighs the vote
+        ([0.9, 0.2], [0.2, 1.0], (FEMALE, 68.8)),
         ([0.8, 0.2], [1.0, 1.0], (None, None)),  # exact tie: no guess
         ([], [], (None, None)),
     ],
 )
-def test_vote_gender(p_male, weights, expected):
-    assert vote_gender(np.array(p_male, dtype=float), np.array(weights, dtype=float)) == expected
+def test_combine_gender_is_the_weighted_mean_log_odds(p_male, weights, expected):
+    logits = np.array([logit(p) for p in p_male])
+    assert combine_gender(logits, np.array(weights, dtype=float)) == expected
+
+
+def test_gender_below_the_least_score_is_none_and_age_stays():
+    (event,) = track(still(4, p_male=0.7, age=33), TrackerSettings(min_gender_score=75.0))
+    assert (event.gender, event.gender_score, event.age) == (None, None, 33)
+    (event,) = track(still(4, p_male=0.8, age=33), TrackerSettings(min_gender_score=75.0))
+    assert (event.gender, event.gender_score) == (MALE, 80.0)
 
 
 def test_gender_score_is_null_or_above_50_with_gender_null_together():
     rng = np.random.default_rng(7)
     for _ in range(200):
         k = int(rng.integers(0, 6))
-        gender, score = vote_gender(rng.random(k), rng.random(k) * 0.5 + 0.5)
+        gender, score = combine_gender(rng.normal(0.0, 3.0, k), rng.random(k) * 0.5 + 0.5)
         assert (gender is None) == (score is None)
-        assert score is None or 50.0 <= score <= 100.0
+        assert score is None or 50.0 < score <= 99.9
 
 
-@pytest.mark.parametrize(
-    ("ages", "expected"), [([30, 40, 50, 90], 45), ([30, 41], 36), ([7], 7), ([20, 21, 70], 21), ([], None)]
-)
-def test_median_age(ages, expected):
-    assert median_age(np.array(ages, dtype=np.int64)) == expected
+def test_combine_age_is_the_mixture_expectation_with_its_range():
+    calibration = AgeCalibration(temperature=1.0, q=1.5, offset=0.5)
+    probs = np.stack([age_distribution(30, 4.0), age_distribution(40, 4.0)])
+    age, low, high = combine_age(probs, np.array([1.0, 1.0]), calibration)
+    assert age == 35  # the weighted mean of the expectations
+    # the mixture's spread (6.4 years) plus 0.5 * sqrt(35 + 1): 35 +- 1.5 * 9.4
+    assert (low, high) == (20, 50)
+    age, low, high = combine_age(probs, np.array([4.0, 1.0]), calibration)
+    assert (age, low, high) == (32, 19, 45)  # the heavier face pulls the age, and the mixture narrows
+    assert combine_age(np.zeros((0, len(AGE_CLASSES))), np.zeros(0), calibration) == (None, None, None)
+
+
+def test_a_sure_age_still_gets_a_range_that_grows_with_age():
+    calibration = AgeCalibration(temperature=1.0, q=2.0, offset=0.5)
+    assert combine_age(age_distribution(50)[None], np.ones(1), calibration) == (50, 42, 58)
+    assert combine_age(age_distribution(4)[None], np.ones(1), calibration) == (4, 1, 7)
+    assert combine_age(age_distribution(1)[None], np.ones(1), calibration) == (1, 0, 3)  # never below 0
+
+
+def test_age_temperature_softens_before_the_expectation():
+    skewed = age_distribution(70, 3.0) * 0.9 + age_distribution(20, 3.0) * 0.1
+    sharp = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=1.0, q=1.0, offset=0.5))
+    soft = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=2.0, q=1.0, offset=0.5))
+    assert sharp[0] == 65 and soft[0] < sharp[0]  # the minority mode counts for more once softened
+
+
+def test_frontal_pose_from_landmarks():
+    eyes = [[40.0, 50.0], [80.0, 50.0]]
+    mouth = [[45.0, 90.0], [75.0, 90.0]]
+    frontal = eyes + [[60.0, 70.0]] + mouth
+    turned = eyes + [[70.0, 70.0]] + mouth  # nose halfway to the right eye
+    profile = eyes + [[85.0, 70.0]] + mouth  # nose beyond the eye
+    poses = frontal_pose(np.array([frontal, turned, profile]))
+    assert np.allclose(poses, [1.0, 0.5, 0.0])
+    rolled = np.array(frontal) @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # the head tilted 90 degrees
+    assert np.allclose(frontal_pose(rolled[None]), [1.0])
+    assert np.allclose(frontal_pose(np.full((1, 5, 2), np.nan)), [1.0])  # unknown: frontal
+
+
+def test_profile_faces_weigh_less_in_the_vote():
+    eyes = [[600.0, 340.0], [680.0, 340.0]]
+    mouth = [[610.0, 400.0], [670.0, 400.0]]
+    front = eyes + [[640.0, 370.0]] + mouth
+    side = eyes + [[690.0, 370.0]] + mouth
+    weights = face_weight(np.ones(2), np.full(2, 120.0), np.full(2, 200.0), np.array([front, side]))
+    assert weights[0] == 1.0 and weights[1] == pytest.approx(0.1)
+    frames = [(i * FRAME_MS, [face(640, 360, p_male=0.9, landmarks=front)]) for i in range(2)]
+    frames += [(400 + i * FRAME_MS, [face(640, 360, p_male=0.05, landmarks=side)]) for i in range(2)]
+    (event,) = track(frames)
+    assert event.gender == MALE  # the two frontal faces outweigh the two profiles
 
 
 def test_best_face_is_large_sharp_and_confident():
@@ -297,10 +376,16 @@ def test_frame_faces_rejects_mismatched_arrays():
         FrameFaces.from_arrays(
             np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
         )
-    with pytest.raises(ValueError, match="p_male"):
+    with pytest.raises(ValueError, match="age_probs"):
         FrameFaces.from_arrays(
-            np.zeros((1, 4)), np.ones(1), np.full(1, 1.5), np.ones(1), np.ones(1), np.ones(1)
+            np.zeros((1, 4)), np.ones(1), np.ones(1), np.full((1, len(AGE_CLASSES)), 0.5), np.ones(1), np.ones(1)
         )
+    with pytest.raises(ValueError, match="gender_logit"):
+        FrameFaces.from_arrays(np.zeros((1, 4)), np.ones(1), np.full(1, np.inf), age_distribution(30)[None],
+                               np.ones(1), np.ones(1))
+    with pytest.raises(ValueError, match="landmarks"):
+        FrameFaces.from_arrays(np.zeros((1, 4)), np.ones(1), np.ones(1), age_distribution(30)[None],
+                               np.ones(1), np.ones(1), np.zeros((1, 4, 2)))
     assert len(FrameFaces.empty()) == 0
 
 
@@ -321,3 +406,5 @@ def test_invalid_settings_raise_settings_error():
         TrackerSettings(min_faces=0)
     with pytest.raises(SettingsError, match="min_iou"):
         TrackerSettings(min_iou=0.0)
+    with pytest.raises(SettingsError, match="min_gender_score"):
+        TrackerSettings(min_gender_score=101.0)
