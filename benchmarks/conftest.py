@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.pipeline import cuda_process_defaults
+
 logger = logging.getLogger(__name__)
+cuda_process_defaults()  # every benchmark runs under the worker's process-wide CUDA settings
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA_DIR = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared")) / "media"

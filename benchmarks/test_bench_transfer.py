@@ -1,14 +1,15 @@
 """Copies of a batch of frames between host and GPU, and the models on fresh vs reused arrays.
 
 The pipeline hands the models a new host array per batch (the decoder's), while the models-only
-benchmark reuses one; on the lent H200 the first cost ~50 ms per 1080p frame more than the
-second. These cases pin down where: 32 frames of the 1080p walking clip (200 MB), each round on
+benchmark reuses one, and the pipeline ran ~50 ms per 1080p frame slower than the models alone on
+the lent H200. These cases pin down where (it was neither: see test_analyze_changing_face_counts
+and docs/performance.md): 32 frames of the 1080p walking clip (200 MB), each round on
 a fresh copy made outside the timing ("fresh") or on the same array ("same"), with torch on one
 CPU thread (the worker's policy on CUDA) or on all of them:
 
 - upload ``pin_memory``: ``from_numpy(frames).pin_memory().to(cuda, non_blocking=True)`` (the old path);
-- upload ``pinned_buffer``: ``models.transfer.PinnedBuffer.upload`` (the path now);
-- upload ``pageable``: ``from_numpy(frames).to(cuda)``;
+- upload ``pinned_buffer``: a copy into one page-locked buffer, reused, then a non-blocking copy;
+- upload ``pageable``: ``from_numpy(frames).to(cuda)`` (the path now: fastest on one thread);
 - download ``cpu`` vs ``pinned_buffer``: the batch back to the host (the NVDEC path's tracker frames);
 - ``analyze``: FaceAnalyzer.analyze on fresh vs same arrays, and on batches whose face counts change
   (cuDNN prepares each new input shape once), with and without padding the crops.
@@ -89,12 +90,13 @@ def report(bench_summary: dict[str, list[str]]) -> Iterator[None]:
 @pytest.mark.parametrize("source", ["fresh", "same"])
 @pytest.mark.parametrize("path", ["pin_memory", "pinned_buffer", "pageable"])
 def test_upload(benchmark, frames: np.ndarray, path: str, source: str, threads: str) -> None:
-    buffer = PinnedBuffer()
-    run = {
-        "pin_memory": _pin_memory,
-        "pageable": _pageable,
-        "pinned_buffer": lambda batch: buffer.upload(torch.from_numpy(batch), CUDA),
-    }[path]
+    staging = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+
+    def pinned_buffer(batch: np.ndarray) -> torch.Tensor:  # a page-locked buffer allocated once, reused
+        staging.copy_(torch.from_numpy(batch))
+        return staging.to(CUDA, non_blocking=True)
+
+    run = {"pin_memory": _pin_memory, "pageable": _pageable, "pinned_buffer": pinned_buffer}[path]
     with torch_threads(threads):
         _measure(benchmark, f"upload {path}, {source} array, {threads} thread(s)", frames, source, run)
 
@@ -121,10 +123,11 @@ def test_analyze(benchmark, frames: np.ndarray, source: str, threads: str) -> No
 @pytest.mark.parametrize("bucket", [32, 1])
 def test_analyze_changing_face_counts(benchmark, frames: np.ndarray, bucket: int,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches whose face counts differ, twice: the first pass pays cuDNN's set-up for every new
-    input shape, the second finds it cached. Padding the crops to a multiple of 32 faces (the
-    default) leaves few shapes; bucket 1 is the unpadded path. The frame subsets differ between
-    the two cases so that neither finds the other's shapes."""
+    """Batches whose frame and face counts differ, twice: the first pass pays cuDNN's set-up for
+    every new input shape (1.5 s a batch on the H200 with its v8 API), the second finds it cached.
+    Padding the crops to a multiple of 32 faces (the default) leaves few classifier shapes; bucket
+    1 is the unpadded path; the frame count still changes the detector's. The frame subsets differ
+    between the two cases so that neither finds the other's shapes."""
     monkeypatch.setattr(face_analyzer, "CUDA_FACE_BUCKET", bucket)
     analyzer = FaceAnalyzer(MODELS_DIR, device="cuda")
     sizes = range(31, 23, -1) if bucket == 32 else range(23, 15, -1)
