@@ -22,11 +22,12 @@ import pytest
 import torch
 
 from models.face_analyzer import FaceAnalyzer
+from tests.conftest import fetched_models_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
 VIDEO = SHARED / "media" / "facenet_pytorch_walking.mp4"
-MODELS_DIR = SHARED / "models"
+MODELS_DIR = fetched_models_dir()  # ../shared/models as `analyzer models fetch` installs it (Cydral converted)
 NUM_FRAMES = 32
 ROUNDS = {"cpu": 3, "cuda": 10}
 

@@ -37,9 +37,10 @@ from analyzer.settings import Settings
 from analyzer.tracking import FrameFaces, Tracker
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
+from tests.conftest import fetched_models_dir
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared")) / "models"
+MODELS_DIR = fetched_models_dir()  # ../shared/models as `analyzer models fetch` installs it (Cydral converted)
 CUDA = torch.cuda.is_available()
 SECONDS = float(os.environ.get("ANALYZER_BENCH_SECONDS", "60" if CUDA else "10"))
 RESULTS: dict[str, list[str]] = {}

@@ -160,6 +160,10 @@ def _concat_detections(parts: list[Detections]) -> Detections:
     )
 
 
+def _concat_crops(parts: list[Crops]) -> Crops:
+    return Crops(*(None if field[0] is None else torch.cat(field) for field in zip(*parts)))
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when present, else CPU; other names as torch spells them. Asking for
     CUDA without it is a settings error, not a silent CPU run."""
@@ -284,9 +288,7 @@ class FaceAnalyzer:
         chunk = count if self.device.type == "cuda" else CPU_DETECT_CHUNK
         parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
-        crops = Crops(
-            *(None if parts[0][1][i] is None else torch.cat([part[1][i] for part in parts]) for i in range(4))
-        )
+        crops = _concat_crops([part[1] for part in parts])
         gender_logit, age, age_probs = self.classify(crops)
         p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
         box_size = detections.boxes[:, 2:] - detections.boxes[:, :2]
