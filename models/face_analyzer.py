@@ -173,6 +173,10 @@ def _concat_detections(parts: list[Detections]) -> Detections:
     )
 
 
+def _concat_crops(parts: list[Crops]) -> Crops:
+    return Crops(*(None if field[0] is None else torch.cat(field) for field in zip(*parts)))
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when present, else CPU; other names as torch spells them. Asking for
     CUDA without it is a settings error, not a silent CPU run."""
@@ -297,9 +301,7 @@ class FaceAnalyzer:
         chunk = count if self.device.type == "cuda" else CPU_DETECT_CHUNK
         parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
-        crops = Crops(
-            *(None if parts[0][1][i] is None else torch.cat([part[1][i] for part in parts]) for i in range(4))
-        )
+        crops = _concat_crops([part[1] for part in parts])
         faces = crops.inside.shape[0]
         if self.device.type == "cuda":
             crops = pad_faces(crops, CUDA_FACE_BUCKET)

@@ -214,7 +214,9 @@ def _metrics(is_male: np.ndarray, age: np.ndarray, logit: np.ndarray, age_pred: 
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Held-out accuracy on our chips vs dlib's, flip off/on; chips' pixel difference; timing."""
+    """Held-out accuracy on our chips vs dlib's, flip off/on; chips' pixel difference."""
+    import dataclasses
+
     import cv2
     import torch
 
@@ -237,9 +239,7 @@ def compare(args: argparse.Namespace) -> None:
             detections.image_index, detections.landmarks = detections.image_index[best], detections.landmarks[best]
             crops = analyzer.align(frames, detections)
             for flip, suffix in ((False, ""), (True, "_f")):
-                analyzer.classifier_config = type(analyzer.classifier_config)(
-                    **{**analyzer.classifier_config.__dict__, "flip": flip}
-                )
+                analyzer.classifier_config = dataclasses.replace(analyzer.classifier_config, flip=flip)
                 logit, age, _ = analyzer.classify(crops)
                 results["logit" + suffix].append(logit.numpy())
                 results["age" + suffix].append(age.numpy())
@@ -268,40 +268,43 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def timing(args: argparse.Namespace) -> None:
-    """Alignment + classification time per face on this machine's CPU, both classifiers."""
+    """Alignment + classification time per face on this machine's CPU: InsightFace, Cydral
+    without and with the mirror image; configurations interleaved, best of ``--repeat`` rounds
+    (other jobs on a shared machine slow whole stretches of time, not one configuration)."""
+    import dataclasses
+
     import cv2
     import torch
 
     from analyzer import evalset
     from models.face_analyzer import FaceAnalyzer
 
-    faces = evalset.load(args.eval_dir)[:256]
-    frames = torch.from_numpy(np.stack([cv2.imread(str(f.path)) for f in faces])).permute(0, 3, 1, 2).float()
     torch.set_num_threads(args.threads)
-    for classifier in ("insightface", "cydral", "cydral+flip"):
-        analyzer = FaceAnalyzer(args.model_dir, device="cpu", classifier=classifier.split("+")[0])
-        if classifier.endswith("+flip"):
-            analyzer.classifier_config = type(analyzer.classifier_config)(
-                **{**analyzer.classifier_config.__dict__, "flip": True}
-            )
-        with torch.inference_mode():
-            detections = analyzer.detect(frames[:BATCH])
-            analyzer.classify(analyzer.align(frames[:BATCH], detections))  # warm-up
-            detections = analyzer.detect(frames)
-            best = []
-            for _ in range(args.repeat):
+    faces = evalset.load(args.eval_dir)[:128]
+    frames = torch.from_numpy(np.stack([cv2.imread(str(f.path)) for f in faces])).permute(0, 3, 1, 2).float()
+    insightface = FaceAnalyzer(args.model_dir, device="cpu", classifier="insightface")
+    cydral = FaceAnalyzer(args.model_dir, device="cpu")
+    with torch.inference_mode():
+        detections = cydral.detect(frames)
+    configs = {"insightface": (insightface, False), "cydral": (cydral, False), "cydral + mirror": (cydral, True)}
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for name, (analyzer, flip) in configs.items():
+            analyzer.classifier_config = dataclasses.replace(analyzer.classifier_config, flip=flip)
+            with torch.inference_mode():
                 start = time.perf_counter()
                 crops = analyzer.align(frames, detections)
                 aligned = time.perf_counter()
                 analyzer.classify(crops)
                 done = time.perf_counter()
-                best.append((aligned - start, done - aligned))
-        align_s, classify_s = min(best, key=sum)
-        faces_count = len(detections.image_index)
+            previous = best.get(name, (float("inf"), float("inf")))
+            best[name] = (min(previous[0], aligned - start), min(previous[1], done - aligned))
+    count = len(detections.image_index)
+    for name, (align_s, classify_s) in best.items():
         print(
-            f"{classifier:12s}: align {1000 * align_s / faces_count:.2f} ms/face, classify "
-            f"{1000 * classify_s / faces_count:.2f} ms/face, total {1000 * (align_s + classify_s) / faces_count:.2f} "
-            f"ms/face ({faces_count} faces, {torch.get_num_threads()} threads, best of {args.repeat})"
+            f"{name:16s}: align {1000 * align_s / count:.2f} ms/face, classify {1000 * classify_s / count:.2f} "
+            f"ms/face, total {1000 * (align_s + classify_s) / count:.2f} ms/face ({count} faces, "
+            f"{args.threads} threads, best of {args.repeat})"
         )
 
 
@@ -321,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     step.add_argument("--oversample", type=int, help="override models.cydral.CHIP_OVERSAMPLE")
     step = commands.add_parser("timing", help="CPU time per face, both classifiers (project venv)")
     step.add_argument("--threads", type=int, default=2)
-    step.add_argument("--repeat", type=int, default=3)
+    step.add_argument("--repeat", type=int, default=4)
     for sub in commands.choices.values():
         sub.add_argument("--eval-dir", type=Path, default=EVAL_DIR)
         sub.add_argument("--model-dir", type=Path, default=Path("weights"))

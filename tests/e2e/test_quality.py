@@ -25,10 +25,12 @@ from tests.conftest import SHARED
 EVAL_DIR = SHARED / "data" / "utkface_eval"
 pytestmark = pytest.mark.skipif(not EVAL_DIR.is_dir(), reason="../shared/data/utkface_eval not present")
 
-# Measured on this subset (cydral, retinaface, CPU, shipped calibration) when the floors were set:
-# gender 0.906, at 80 % coverage 0.969, age MAE 7.2, age range holds 0.82, answered right 0.96.
-FLOORS = {"gender_accuracy": 0.87, "gender_at_80": 0.94, "answered_accuracy": 0.93, "age_range_coverage": 0.76}
-AGE_MAE_CEILING = 7.9  # years
+# Measured on this subset (cydral with mirror averaging, retinaface, CPU, shipped calibration) when the
+# floors were set: gender 0.919, at 80 % coverage 0.981, answered (80 % of faces) right 0.980, age MAE
+# 7.10 years, age range holds 0.812 of ages; ECE 4.9 points (5.6 uncalibrated; 3.9 for a perfectly
+# calibrated classifier on these 319 faces).
+FLOORS = {"gender_accuracy": 0.89, "gender_at_80": 0.95, "answered_accuracy": 0.95, "age_range_coverage": 0.77}
+AGE_MAE_CEILING = 7.6  # years
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_quality_stays_above_its_floors(guard_report: dict) -> None:
 
 def test_gender_score_is_calibrated_on_faces_not_fitted(guard_report: dict) -> None:
     # The temperature was fitted on the other half; on this one the scores still mean what they say.
-    assert guard_report["gender"]["ece_points"] <= 5.0
+    assert guard_report["gender"]["ece_points"] <= guard_report["gender"]["ece_points_noise_floor"] + 2.0
     assert guard_report["gender"]["ece_points"] < guard_report["gender"]["ece_points_uncalibrated"]
 
 

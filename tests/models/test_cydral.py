@@ -111,9 +111,10 @@ def test_cuda_half_matches_cpu(classifier: CydralClassifier, chips) -> None:
     assert (expected_age(probs) - expected_age(half_probs.cpu())).abs().max() < HALF_AGE_TOLERANCE
 
 
-# Held-out half, every 4th face (160): floors a little under what the full half measured
-# (docs/models.md: gender 0.90-0.91, 0.96-0.97 at 80 % coverage, age MAE 7.1)
-FLOOR_GENDER = 0.87
+# Held-out half, every 8th face (80 faces): floors a few faces under what this subset measured
+# (RetinaFace / YuNet: gender 0.900 / 0.913, at 80 % coverage 1.0 / 0.984, age MAE 7.1 / 7.4;
+# the whole half in docs/models.md)
+FLOOR_GENDER = 0.86
 FLOOR_GENDER_AT_80 = 0.94
 CEILING_AGE_MAE = 8.0
 
@@ -125,7 +126,7 @@ def test_held_out_accuracy_with_our_chips(detector: str) -> None:
     evaluation faces never used to fit the template."""
     import cv2
 
-    faces = evalset.split(evalset.load(EVAL_DIR))[1][::4]
+    faces = evalset.split(evalset.load(EVAL_DIR))[1][::8]
     analyzer = FaceAnalyzer(weights_dir(), detector=detector, device="cpu")
     logits, ages, truth_male, truth_age = [], [], [], []
     for start in range(0, len(faces), 32):
