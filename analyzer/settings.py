@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from analyzer.conninfo import parse_database_url
 from analyzer.errors import SettingsError
 from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
-from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
+from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: no torch at import
 
 # Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the

@@ -22,8 +22,8 @@ import os
 
 import pytest
 
-from analyzer.decode import DecodeStats, iter_batches, probe
-from analyzer.nvdec import unavailable_reason
+from analyzer.video.decode import DecodeStats, iter_batches, probe
+from analyzer.video.nvdec import unavailable_reason
 
 SAMPLE_FPS = 5.0
 BATCH_SIZE = 32

@@ -30,11 +30,11 @@ import cv2
 import pytest
 import torch
 
-from analyzer.decode import TimestampSampler, iter_batches, probe
-from analyzer.nvdec import unavailable_reason
-from analyzer.pipeline import StageClock, analyze_video, frame_faces, leave_cpus_to_the_decoder, tracker_settings
+from analyzer.video.decode import TimestampSampler, iter_batches, probe
+from analyzer.video.nvdec import unavailable_reason
+from analyzer.analysis.pipeline import StageClock, analyze_video, frame_faces, leave_cpus_to_the_decoder, tracker_settings
 from analyzer.settings import Settings
-from analyzer.tracking import Tracker
+from analyzer.analysis.tracking import Tracker
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
 from models.weights import classifier_config

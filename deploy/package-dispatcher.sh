@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Lambda zip of the dispatcher (handler: analyzer.dispatch.handler).
+# Build the Lambda zip of the dispatcher (handler: analyzer.fleet.dispatch.handler).
 #
 #   deploy/package-dispatcher.sh [--with-psycopg] [OUT.zip]     (default out/dispatcher.zip)
 #
@@ -19,9 +19,11 @@ out="$(realpath -m "${1:-$repo/out/dispatcher.zip}")"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
-mkdir -p "$stage/analyzer" "$(dirname "$out")"
-for module in __init__ errors ids s3 conninfo submit manifest dispatch; do
-  cp "$repo/analyzer/$module.py" "$stage/analyzer/"
+mkdir -p "$(dirname "$out")"
+for module in __init__ errors ids conninfo source/__init__ source/s3 fleet/__init__ fleet/submit fleet/manifest \
+  fleet/dispatch; do
+  mkdir -p "$stage/analyzer/$(dirname "$module")"
+  cp "$repo/analyzer/$module.py" "$stage/analyzer/$module.py"
 done
 if [[ "$with_psycopg" == 1 ]]; then
   python3 -m pip install --quiet --no-compile --target "$stage" \

@@ -6,7 +6,7 @@ The Cydral gender and age nets were trained on dlib face chips: dlib's 5-point s
 and ``extract_image_chip``. At run time we have no dlib, only our detectors' 5 landmarks (eye
 centres, nose tip, mouth corners); a similarity transform from them onto a fixed template in chip
 coordinates reproduces dlib's chip as closely as a template can. This script fits that template
-on the FIT half of the evaluation set (``analyzer.evalset.split``) and measures it on the held-out
+on the FIT half of the evaluation set (``analyzer.evaluation.evalset.split``) and measures it on the held-out
 half. Three steps, because dlib and torch live in different virtual environments:
 
 1. ``landmarks`` (project venv): our detector's box and landmarks of the best face per image::
@@ -48,7 +48,7 @@ def landmarks(args: argparse.Namespace) -> None:
     """Our detector on every evaluation image: box, 5 landmarks, score of its best face."""
     import cv2
 
-    from analyzer import evalset
+    from analyzer.evaluation import evalset
     from models.face_analyzer import FaceAnalyzer
 
     faces = evalset.load(args.eval_dir)
@@ -276,7 +276,7 @@ def timing(args: argparse.Namespace) -> None:
     import cv2
     import torch
 
-    from analyzer import evalset
+    from analyzer.evaluation import evalset
     from models.face_analyzer import FaceAnalyzer
 
     torch.set_num_threads(args.threads)

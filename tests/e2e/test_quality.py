@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from analyzer import cli, evalset, quality
+from analyzer import cli
+from analyzer.evaluation import evalset, quality
 from analyzer.errors import ExitCode
 from tests.conftest import SHARED
 

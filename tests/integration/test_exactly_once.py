@@ -18,7 +18,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode
-from analyzer.store import LOCK_NAMESPACE
+from analyzer.store.postgres import LOCK_NAMESPACE
 from tests.support import procs
 from tests.support.worker import expected_event
 

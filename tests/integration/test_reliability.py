@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from analyzer.errors import ExitCode
-from analyzer.store import LOCK_NAMESPACE
+from analyzer.store.postgres import LOCK_NAMESPACE
 from tests.integration.test_exactly_once import (VIDEO_ID, _events, _json_lines, _lock_is_free, _query,
                                                  _status, _status_is)
 from tests.support import procs
@@ -243,8 +243,8 @@ def test_forced_exit_removes_the_downloaded_input(database_url, s3_server, media
 @pytest.mark.parametrize(("block", "status"), [("0", "interrupted"), ("30", "running")],
                          ids=["stops-on-sigterm", "killed-before-it-stops"])
 def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, status):
-    from analyzer import db
-    from analyzer.store import stale_runs
+    from analyzer.store import db
+    from analyzer.store.postgres import stale_runs
 
     env = procs.worker_env(DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
                            TEST_ANALYSIS_PAUSE="0.1", TEST_ANALYSIS_BLOCK=block, ANALYZER_HEARTBEAT_INTERVAL="0.2",
@@ -270,7 +270,7 @@ def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, 
 
 def test_worker_sessions_ask_the_server_to_watch_them(database_url):
     """The server-side settings arrive with every worker session; a URL's own options win."""
-    from analyzer import db
+    from analyzer.store import db
 
     def shown(conn, name: str) -> str:
         return conn.execute(f"SHOW {name}").fetchone()[name]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer import evalset
+from analyzer.evaluation import evalset
 from analyzer.errors import WeightsError
 from models.cydral import AGE_CLASSES, CydralClassifier, expected_age
 from models.face_analyzer import FaceAnalyzer

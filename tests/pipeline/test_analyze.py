@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analyzer.pipeline import analyze_video
+from analyzer.analysis.pipeline import analyze_video
 from analyzer.settings import Settings
 
 STAGES = ("wait_decode_s", "upload_s", "models_s", "track_s")

@@ -1,4 +1,4 @@
-"""analyzer.decode on the real clips and on bad inputs: probing, sampling, batching, threading."""
+"""analyzer.video.decode on the real clips and on bad inputs: probing, sampling, batching, threading."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from analyzer.decode import (
+from analyzer.video.decode import (
     DecodeLimits,
     FrameBatcher,
     TimestampSampler,

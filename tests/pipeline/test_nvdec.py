@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer.decode import NVDEC_MAX_CPUS, iter_batches, probe, resolve_backend, usable_cpus
-from analyzer.nvdec import nv12_to_bgr, unavailable_reason
+from analyzer.video.decode import NVDEC_MAX_CPUS, iter_batches, probe, resolve_backend, usable_cpus
+from analyzer.video.nvdec import nv12_to_bgr, unavailable_reason
 from tests.fixtures.videos import HAMILTON, WALKING, media_path
 
 needs_nvdec = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode
-from analyzer.manifest import ManifestRow, format_manifest
+from analyzer.fleet.manifest import ManifestRow, format_manifest
 from tests.ship.conftest import REPO
 from tests.support import procs
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from analyzer import dispatch
+from analyzer.fleet import dispatch
 from tests.ship.conftest import BUCKET, REPO, BatchStack, job_env
 
 INCIDENT_KEY = f"videos/2025/12/29/{uuid.uuid4()}_Team Talk (final)+v2.mp4"
@@ -279,7 +279,7 @@ def test_two_ids_for_one_object_is_a_conflict(stack, caplog):
     send(stack, s3_event(key), video_id="85")
     send(stack, s3_event(key))  # would inherit either id
     send(stack, {"video": {"id": 86, "key": "videos/2025/12/29/u_fine.mp4"}})
-    with caplog.at_level(logging.INFO, logger="analyzer.dispatch"):
+    with caplog.at_level(logging.INFO, logger="analyzer.fleet.dispatch"):
         response, records = deliver(stack)
     assert len(response["batchItemFailures"]) == 3
     assert [job["jobName"] for job in stack.jobs()] == ["video-process-86"]
@@ -371,7 +371,7 @@ def test_unsafe_table_setting_is_refused():
 
 
 def test_dispatcher_imports_stay_light():
-    code = ("import sys, analyzer.dispatch; "
+    code = ("import sys, analyzer.fleet.dispatch; "
             "print(sorted({'torch', 'cv2', 'numpy', 'av', 'psycopg'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout.strip()
@@ -386,7 +386,7 @@ def test_lambda_zip_is_self_contained_and_dispatches(stack, tmp_path: Path, monk
     event = {"Records": [{"messageId": "m-1", "body": json.dumps(s3_event("videos/77/a.mp4")),
                           "messageAttributes": {}}]}
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import analyzer.dispatch as d; "
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import analyzer.fleet.dispatch as d; "
         "assert d.__file__.startswith(sys.argv[1]), d.__file__; "
         "print(json.dumps(d.handler(json.loads(sys.argv[2]), None)))"
     )

@@ -197,7 +197,8 @@ def test_image_requirements_cover_what_the_default_settings_use_on_a_gpu_machine
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from analyzer import decode, settings
+    from analyzer import settings
+    from analyzer.video import decode
 
     decoder = settings.spec("decoder").default
     g5_xlarge_vcpus = 4

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analyzer import metrics
+from analyzer.fleet import metrics
 from tests.ship.conftest import ACCOUNT_ID, BUCKET, FILL, REGION, REPO
 
 DEPLOY = REPO / "deploy"

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
-from analyzer.manifest import (
+from analyzer.fleet.manifest import (
     ManifestRow,
     format_manifest,
     parse_manifest,
     read_manifest,
     read_manifest_row,
 )
-from analyzer.s3 import split_s3_uri
+from analyzer.source.s3 import split_s3_uri
 
 TEXT = (
     '{"video_id": 84, "key": "videos/2025/12/29/6f1c_talk, part 1.mp4"}\n'
@@ -107,7 +107,7 @@ def test_s3_manifest_on_seaweedfs(s3_server, monkeypatch):
 
 
 def test_unreachable_s3_is_retryable(monkeypatch):
-    from analyzer.s3 import S3Config, make_s3_client
+    from analyzer.source.s3 import S3Config, make_s3_client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from analyzer import metrics
+from analyzer.fleet import metrics
 
 # CloudWatch's StandardUnit values
 UNITS = {
@@ -103,7 +103,7 @@ def test_local_run_and_namespace_override(monkeypatch):
 
 
 def test_non_finite_measure_is_dropped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="analyzer.metrics"):
+    with caplog.at_level(logging.WARNING, logger="analyzer.fleet.metrics"):
         doc = emitted(outcome="succeeded", exit_code=0, queue="q", seconds=0.0,
                       realtime_factor=float("inf"))
     assert "RealtimeFactor" not in doc and doc["ProcessingSeconds"] == 0.0
@@ -130,7 +130,7 @@ def test_writes_to_stdout_by_default(capsys):
 def test_closed_stream_is_logged_not_raised(caplog):
     stream = io.StringIO()
     stream.close()
-    with caplog.at_level(logging.ERROR, logger="analyzer.metrics"):
+    with caplog.at_level(logging.ERROR, logger="analyzer.fleet.metrics"):
         doc = metrics.emit_run_metrics("succeeded", 0, queue="q", stream=stream)
     assert doc["RunSucceeded"] == 1
     assert "cannot write the EMF line" in caplog.text

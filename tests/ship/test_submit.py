@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from analyzer import submit
+from analyzer.fleet import submit
 from analyzer.errors import SettingsError
-from analyzer.manifest import ManifestRow, format_manifest, read_manifest_row
+from analyzer.fleet.manifest import ManifestRow, format_manifest, read_manifest_row
 from tests.ship.conftest import BUCKET, job_env
 
 ROWS = [ManifestRow(101, "videos/2025/12/29/a_one.mp4"),
@@ -154,8 +154,8 @@ def analyses(pg_server) -> str:
     """A migrated database with one video_analyses row per case (video_id: what it stands for)."""
     import psycopg
 
-    from analyzer import db
-    from analyzer.migrate import migrate
+    from analyzer.store import db
+    from analyzer.store.migrate import migrate
 
     url = pg_server.create_database()
     with db.connect(url, "test") as conn:

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from analyzer import dispatch, settings, submit
+from analyzer import settings
+from analyzer.fleet import dispatch, submit
 from analyzer.errors import AnalyzerError
 from analyzer.ids import MAX_VIDEO_ID, parse_column_name, parse_table_name, parse_video_id
-from analyzer.manifest import parse_manifest_line
+from analyzer.fleet.manifest import parse_manifest_line
 
 
 def _worker(text: str) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from analyzer import cli, settings
 from analyzer.conninfo import mask_url
-from analyzer.db import queries
+from analyzer.store.db import queries
 from analyzer.errors import ExitCode, SettingsError
 from tests.support import procs
 
@@ -158,7 +158,8 @@ def test_every_sql_file_ships_in_the_package():
     import tomllib
 
     root = Path(__file__).resolve().parents[2]
-    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer"]
-    sql_files = [p.relative_to(root / "analyzer").as_posix() for p in (root / "analyzer" / "sql").rglob("*.sql")]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer.store"]
+    store = root / "analyzer" / "store"
+    sql_files = [p.relative_to(store).as_posix() for p in (store / "sql").rglob("*.sql")]
     assert sql_files and all(any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs)
                              for f in sql_files), sql_files

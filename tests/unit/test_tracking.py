@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer.calibration import AgeCalibration
+from analyzer.analysis.calibration import AgeCalibration
 from analyzer.errors import SettingsError
-from analyzer.tracking import (
+from analyzer.analysis.tracking import (
     FEMALE,
     MALE,
     FrameFaces,

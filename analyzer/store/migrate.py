@@ -13,7 +13,7 @@ from importlib import resources
 
 import psycopg
 
-from analyzer import db
+from analyzer.store import db
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ MIGRATION_LOCK = {"namespace": 0x76615F6D, "key": 0}  # advisory-lock key pair r
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration, in order."""
-    folder = resources.files("analyzer").joinpath("sql/migrations")
+    folder = resources.files("analyzer.store").joinpath("sql/migrations")
     files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 

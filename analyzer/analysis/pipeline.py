@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyzer.contact_sheet import write_contact_sheet
-from analyzer.decode import DecodeLimits, FrameBatch, FrameBatcher, probe
+from analyzer.analysis.contact_sheet import write_contact_sheet
+from analyzer.video.decode import DecodeLimits, FrameBatch, FrameBatcher, probe
 from analyzer.errors import InfrastructureError, UndecodableVideo
 from analyzer.events import AnalysisResult
-from analyzer.progress import Progress
+from analyzer.analysis.progress import Progress
 from analyzer.settings import Settings
-from analyzer.calibration import AGE_CALIBRATIONS
-from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
+from analyzer.analysis.calibration import AGE_CALIBRATIONS
+from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
 from models.face_analyzer import FaceAnalyzer, FaceBatch
 from models.transfer import PinnedBuffer
 from models.weights import classifier_config

@@ -24,7 +24,7 @@ from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interr
 from analyzer.events import AnalysisResult
 from analyzer.files import publish
 from analyzer.settings import Settings
-from analyzer.shutdown import StopSignals
+from analyzer.job.shutdown import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class _RunControl:
 
 
 def default_analyze() -> AnalyzeFn:
-    from analyzer.pipeline import analyze_video  # torch loads here, after the lock is held
+    from analyzer.analysis.pipeline import analyze_video  # torch loads here, after the lock is held
 
     return analyze_video
 
@@ -115,8 +115,8 @@ class Job:
     # With PostgreSQL: the exactly-once protocol
 
     def _run_with_database(self, control: _RunControl) -> ExitCode:
-        from analyzer.migrate import migrate
-        from analyzer.store import Heartbeat, Store
+        from analyzer.store.migrate import migrate
+        from analyzer.store.postgres import Heartbeat, Store
 
         s = self.settings
         app_name = application_name(s)
@@ -208,7 +208,7 @@ class Job:
                  holder or "another run", extra={"action": "duplicate_skipped", "holder": holder})
 
     def _fingerprint(self) -> str:
-        from analyzer.source import head_input
+        from analyzer.source.inputs import head_input
 
         s = self.settings
         return head_input(s.video_key, s.s3_bucket, s.s3_endpoint_url)
@@ -226,7 +226,7 @@ class Job:
         return False
 
     def _analyse(self, control: _RunControl, fingerprint: str | None) -> AnalysisResult:
-        from analyzer.source import fetch_input
+        from analyzer.source.inputs import fetch_input
 
         s = self.settings
         analyze = self._analyze or default_analyze()

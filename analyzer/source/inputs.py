@@ -7,7 +7,7 @@ context manager that yields a ``LocalInput`` and, for S3, removes the downloaded
 Fingerprints: ``etag:<etag>:size:<bytes>`` for S3 (the ETag without quotes), and
 ``sha256:<hex>:size:<bytes>`` for local files.
 
-S3 locations, the client and error translation are ``analyzer.s3``'s; a local input must be a
+S3 locations, the client and error translation are ``analyzer.source.s3``'s; a local input must be a
 regular file (a FIFO or a device would be read forever while the lock is held), refused otherwise
 as bad input (``InputNotFound``, exit 3), and it is hashed from one open descriptor, at most the
 size it had when opened (a file that changes while it is hashed is retried: ``InfrastructureError``).
@@ -26,7 +26,7 @@ from typing import Any
 
 from analyzer.errors import AccessDenied, InfrastructureError, InputNotFound, SettingsError
 from analyzer.files import FileChanged, sha256_of_regular_file
-from analyzer.s3 import (
+from analyzer.source.s3 import (
     S3Config,
     check_bucket,
     check_key,

@@ -1,8 +1,8 @@
 """``analyzer evaluate``: how right the gender, gender_score and age are, on a labelled folder.
 
 The folder is laid out as ``../shared/data/utkface_eval``: ``MANIFEST.tsv`` and ``images/``
-with one face per image (see analyzer.evalset). How each image is measured, and how an image
-without a detected face counts, is in analyzer.quality. This module stays light (no numpy, no
+with one face per image (see analyzer.evaluation.evalset). How each image is measured, and how an image
+without a detected face counts, is in analyzer.evaluation.quality. This module stays light (no numpy, no
 torch at import): the CLI builds its parser on every run.
 
 Output: a markdown table on stdout, ``report.json`` and ``report.md`` and PNG charts in
@@ -27,7 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
-from analyzer import evalset
+from analyzer.evaluation import evalset
 from analyzer.errors import InputNotFound
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS
 
@@ -51,7 +51,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.fit and args.half != "held-out":
         log.warning("--fit with --half %s: the figures include the faces the constants were fitted on", args.half)
 
-    from analyzer import quality
+    from analyzer.evaluation import quality
     from analyzer.faces import default_model_dir
     from models.face_analyzer import FaceAnalyzer
 

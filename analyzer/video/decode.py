@@ -11,7 +11,7 @@ Backends (all give the same frames, timestamps and orientation):
 - ``opencv``: ``grab()`` every frame, ``retrieve()`` (colour conversion) only the sampled ones.
 - ``pyav``: stream timestamps; packets whose frame the sampler will drop are sent with
   ``skip_frame=NONREF``, so non-reference frames (B-frames) that are not needed are never decoded.
-- ``nvdec``: NVIDIA's hardware decoder through PyNvVideoCodec (``analyzer.nvdec``); batches are
+- ``nvdec``: NVIDIA's hardware decoder through PyNvVideoCodec (``analyzer.video.nvdec``); batches are
   CUDA tensors.
 - ``auto``: ``nvdec`` when CUDA, PyNvVideoCodec and a codec it decodes are present, else ``opencv``.
 
@@ -535,7 +535,7 @@ def resolve_backend(backend: str, info: VideoInfo) -> str:
         raise ValueError(f"unknown decoder backend {backend!r}; expected one of {BACKENDS}")
     if backend != "auto":
         return backend
-    from analyzer import nvdec
+    from analyzer.video import nvdec
 
     reason = nvdec.unavailable_reason(info.codec)
     if reason is None and usable_cpus() <= NVDEC_MAX_CPUS:
@@ -554,7 +554,7 @@ def open_reader(
     if backend == "pyav":
         return PyAVReader(path, info, threads=threads, name=name)
     if backend == "nvdec":
-        from analyzer.nvdec import NvdecReader
+        from analyzer.video.nvdec import NvdecReader
 
         return NvdecReader(path, info, name=name)
     raise ValueError(f"unknown decoder backend {backend!r}")

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from analyzer import db
+from analyzer.store import db
 from analyzer.errors import ExitCode, InfrastructureError, LockLost, SettingsError, VideoMismatch
 from analyzer.events import Event
 

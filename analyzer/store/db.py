@@ -50,7 +50,7 @@ SHORT_CONNECT_TIMEOUT = 2  # seconds (libpq's smallest)
 @functools.cache
 def queries() -> dict[str, str]:
     """Every named query of ``sql/queries.sql``."""
-    text = resources.files("analyzer").joinpath("sql/queries.sql").read_text()
+    text = resources.files("analyzer.store").joinpath("sql/queries.sql").read_text()
     blocks = re.split(r"^-- (\w+) --\n", text, flags=re.MULTILINE)[1:]
     return {name: body.strip() for name, body in zip(blocks[::2], blocks[1::2])}
 

@@ -5,7 +5,7 @@ One video::
     analyzer submit --video-id 84 --key videos/2025/12/29/<uuid>_talk.mp4
 
 A backfill (e.g. re-analyse everything after a model upgrade) from a manifest (format in
-``analyzer/manifest.py``)::
+``analyzer/fleet/manifest.py``)::
 
     analyzer submit --manifest all.jsonl --upload-to s3://my-bucket/manifests/2026-11-upgrade/
 
@@ -24,7 +24,7 @@ lost, a Batch timeout's SIGKILL), ``interrupted`` runs (SIGTERM: cancel, Batch t
 reclaim whose attempts ran out) and ``failed`` runs with a retryable exit code (Batch ran out of
 attempts), and submits one job per video, named like any other.
 
-Job naming, environment and tags are shared with the Lambda dispatcher (``analyzer/dispatch.py``):
+Job naming, environment and tags are shared with the Lambda dispatcher (``analyzer/fleet/dispatch.py``):
 a video's job is always named ``video-process-<video_id>``.
 """
 
@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
 from analyzer.ids import parse_video_id
-from analyzer.s3 import check_bucket, check_key, is_s3_uri, s3_errors, split_s3_uri
+from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, s3_errors, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +204,14 @@ def plan_backfill(
     extra_env: dict[str, str] | None = None,
     max_array_size: int = MAX_ARRAY_SIZE,
 ) -> Plan:
-    """Plan the jobs for a validated manifest's ``rows`` (``analyzer.manifest.ManifestRow``).
+    """Plan the jobs for a validated manifest's ``rows`` (``analyzer.fleet.manifest.ManifestRow``).
 
     One row: a plain video job. Otherwise one array job per ``max_array_size`` rows (a last part
     of one row becomes a plain video job: Batch arrays have 2..10000 children). An array
     child must read its manifest from S3, so a local manifest, or one over ``max_array_size`` rows,
     needs ``upload_to`` (an ``s3://bucket/prefix/``); a single-part ``s3://`` manifest is used in place.
     """
-    from analyzer.manifest import format_manifest
+    from analyzer.fleet.manifest import format_manifest
 
     if not 2 <= max_array_size <= MAX_ARRAY_SIZE:
         raise ValueError(f"max_array_size must be 2..{MAX_ARRAY_SIZE}, got {max_array_size}")
@@ -275,8 +275,8 @@ def plan_stale(rows: Sequence[dict[str, Any]], *, job_queue: str, job_definition
 
 def read_stale_runs(database_url: str, older_than_s: float, limit: int | None) -> list[dict[str, Any]]:
     """``store.stale_runs`` through a connection of its own."""
-    from analyzer import db
-    from analyzer.store import stale_runs
+    from analyzer.store import db
+    from analyzer.store.postgres import stale_runs
 
     with db.connect(database_url, "analyzer:submit-stale") as conn:
         return stale_runs(conn, older_than_s, limit)
@@ -348,7 +348,7 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
                                            extra_env=extra_env)])
     if args.key or args.bucket:
         raise SettingsError("--key/--bucket apply to --video-id; a manifest row carries its key")
-    from analyzer.manifest import read_manifest
+    from analyzer.fleet.manifest import read_manifest
 
     rows = read_manifest(args.manifest, s3_client if is_s3_uri(args.manifest) else None)
     return plan_backfill(rows, args.manifest, job_queue=args.job_queue,
@@ -386,7 +386,7 @@ def run_submit(args: argparse.Namespace) -> int:
     """Handler of ``analyzer submit``; raises project errors (AnalyzerError) for the CLI to map."""
     import boto3
 
-    from analyzer.s3 import default_s3_client
+    from analyzer.source.s3 import default_s3_client
 
     s3_client = default_s3_client()
     plan = build_plan(args, s3_client)

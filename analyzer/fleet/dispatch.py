@@ -38,7 +38,7 @@ them wrapped in an SNS notification envelope.
 Environment: ``ANALYZER_JOB_QUEUE``, ``ANALYZER_JOB_DEFINITION`` (required); ``DATABASE_URL``,
 ``VIDEOS_TABLE`` (default ``videos``, may be ``schema.table``), ``VIDEOS_ID_COLUMN`` (``id``),
 ``VIDEOS_KEY_COLUMN`` (``s3_key``), ``ANALYZER_KEY_ID_PATTERN`` (unset), ``LOG_LEVEL`` (``INFO``).
-Lambda handler: ``analyzer.dispatch.handler``. Imports only boto3 (in the Lambda runtime) and, when
+Lambda handler: ``analyzer.fleet.dispatch.handler``. Imports only boto3 (in the Lambda runtime) and, when
 ``DATABASE_URL`` is set, psycopg.
 """
 
@@ -55,8 +55,8 @@ from urllib.parse import unquote_plus
 
 from analyzer.errors import AnalyzerError, InfrastructureError, InputRejected, SettingsError
 from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
-from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
-from analyzer.submit import (
+from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
+from analyzer.fleet.submit import (
     JOB_DEFINITION_ENV,
     JOB_QUEUE_ENV,
     VideoJob,

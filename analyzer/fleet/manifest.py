@@ -30,7 +30,7 @@ from typing import Any
 
 from analyzer.errors import AccessDenied, SettingsError
 from analyzer.ids import parse_video_id
-from analyzer.s3 import check_key, default_s3_client, is_s3_uri, s3_errors, split_s3_uri
+from analyzer.source.s3 import check_key, default_s3_client, is_s3_uri, s3_errors, split_s3_uri
 
 log = logging.getLogger(__name__)
 

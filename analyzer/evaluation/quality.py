@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from analyzer import calibration, evalset
-from analyzer.calibration import AgeCalibration
+from analyzer.analysis import calibration
+from analyzer.evaluation import evalset
+from analyzer.analysis.calibration import AgeCalibration
 from analyzer.errors import InputNotFound
 from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
 
@@ -59,7 +60,7 @@ class ChipOutputs:
     age_probs: np.ndarray  # (n, len(AGE_CLASSES))
     det_score: np.ndarray  # (n,)
     face_px: np.ndarray  # (n,)
-    frontal: np.ndarray  # (n,) frontal-pose measure 0-1 (analyzer.tracking.frontal_pose)
+    frontal: np.ndarray  # (n,) frontal-pose measure 0-1 (analyzer.analysis.tracking.frontal_pose)
     seconds_per_face: float  # alignment + classification per face (median over batches)
     detect_seconds_per_image: float  # detection per image (median over batches)
 
@@ -110,7 +111,7 @@ def _analyze(analyzer: Any, images: list[np.ndarray]) -> tuple[list[dict | None]
     of detection alone, faces found."""
     import torch
 
-    from analyzer.tracking import frontal_pose
+    from analyzer.analysis.tracking import frontal_pose
 
     best: list[dict | None] = [None] * len(images)
     timings = []
@@ -303,7 +304,7 @@ def markdown(reports: dict[str, dict[str, Any]], half: str, detector: str) -> st
 
 def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
     """The accuracy-coverage curve, reliability diagram and age-MAE-per-bin chart as PNGs."""
-    from analyzer import charts
+    from analyzer.evaluation import charts
 
     curves = [charts.Series([c for c, _ in r["gender"]["coverage_curve"]], [a for _, a in r["gender"]["coverage_curve"]],
                             name) for name, r in reports.items()]

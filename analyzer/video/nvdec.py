@@ -27,7 +27,7 @@ import torch
 from analyzer.errors import InfrastructureError, UndecodableVideo
 
 if TYPE_CHECKING:
-    from analyzer.decode import DecodeStats, StopFlag, TimestampSampler, VideoInfo
+    from analyzer.video.decode import DecodeStats, StopFlag, TimestampSampler, VideoInfo
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ Judging an appearance:
   lies midway between the eyes, falling to 0 when it lies level with an eye, i.e. a profile;
   floored at MIN_POSE_WEIGHT so that an all-profile appearance still gets an answer).
 - Gender: the weighted **mean** of the faces' calibrated log-odds of male
-  (``gender_logit / T``, see analyzer.calibration) gives p; ``gender_score = 100 *
+  (``gender_logit / T``, see analyzer.analysis.calibration) gives p; ``gender_score = 100 *
   max(p, 1 - p)``. A mean, not a sum: the faces of one appearance are the same person in nearly
   the same light and pose, so their errors are far from independent, and a sum would grow more
   confident with every sampled frame (ten frames of a face at 70 % would read 99.98 %). The
@@ -44,7 +44,7 @@ Judging an appearance:
 - Age: the weighted mean of the faces' age distributions, softened by the classifier's age
   temperature (``AgeCalibration``); ``age`` is its expectation (rounded half up),
   ``age_low``-``age_high`` the calibrated range around it, fitted so that the true age lies
-  inside for 80 % of the evaluation set's held-out faces (see analyzer.calibration).
+  inside for 80 % of the evaluation set's held-out faces (see analyzer.analysis.calibration).
 - Best face: judgeable faces first, then the highest ``face_weight``, then the earliest. Its
   time, box and detector score go into the Event.
 
@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from analyzer.calibration import AGE_CALIBRATIONS, AgeCalibration, sigmoid
+from analyzer.analysis.calibration import AGE_CALIBRATIONS, AgeCalibration, sigmoid
 from analyzer.errors import SettingsError
 from analyzer.events import Event
 from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
