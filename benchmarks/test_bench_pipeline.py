@@ -30,11 +30,19 @@ import cv2
 import pytest
 import torch
 
-from analyzer.video.decode import TimestampSampler, iter_batches, probe
-from analyzer.video.nvdec import unavailable_reason
-from analyzer.analysis.pipeline import StageClock, analyze_video, frame_faces, leave_cpus_to_the_decoder, tracker_settings
-from analyzer.settings import Settings
+from analyzer.analysis.pipeline import (
+    StageClock,
+    analyze_video,
+    frame_faces,
+    leave_cpus_to_the_decoder,
+    tracker_settings,
+)
 from analyzer.analysis.tracking import Tracker
+from analyzer.settings import Settings
+from analyzer.video.batcher import FrameBatcher
+from analyzer.video.probe import probe
+from analyzer.video.readers.nvdec import unavailable_reason
+from analyzer.video.sampling import TimestampSampler
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
 from models.weights import classifier_config
@@ -55,7 +63,7 @@ def _settings(path: Path, decoder: str) -> Settings:
 
 def _decode_only(path: Path, decoder: str) -> tuple[int, float]:
     started = time.perf_counter()
-    batcher = iter_batches(path, sample_fps=5.0, batch_size=32, backend=decoder)
+    batcher = FrameBatcher(path, sample_fps=5.0, batch_size=32, backend=decoder)
     sampled = sum(len(batch) for batch in batcher)
     if CUDA:
         torch.cuda.synchronize()
@@ -78,7 +86,7 @@ def _profile(path: Path, settings: Settings, target: Path) -> None:
 def _models_only(path: Path, model: FaceAnalyzer, repeats: int = 5) -> float:
     """Frames/s of the models alone on the video's first batch of 32 sampled frames, in this process
     (next to the pipeline's own models_s it shows whether the models slow down inside the pipeline)."""
-    frames = next(iter(iter_batches(path, sample_fps=5.0, batch_size=32, backend="opencv"))).frames
+    frames = next(iter(FrameBatcher(path, sample_fps=5.0, batch_size=32, backend="opencv"))).frames
     model.analyze(frames)
     started = time.perf_counter()
     for _ in range(repeats):

@@ -3,9 +3,9 @@
 #
 #   deploy/package-dispatcher.sh [--with-psycopg] [OUT.zip]     (default out/dispatcher.zip)
 #
-# The zip holds only the modules the dispatcher imports; boto3 comes with the Lambda Python
-# runtime. --with-psycopg adds psycopg (binary wheels for Linux x86_64, Python 3.12) for the
-# videos-table lookup that runs when DATABASE_URL is set.
+# The zip holds only the project modules the dispatcher imports, computed by deploy/lambda_modules.py;
+# boto3 comes with the Lambda Python runtime. --with-psycopg adds psycopg (binary wheels for Linux
+# x86_64, Python 3.12) for the videos-table lookup that runs when DATABASE_URL is set.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,10 +20,10 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
 mkdir -p "$(dirname "$out")"
-for module in __init__ errors ids conninfo source/__init__ source/s3 fleet/__init__ fleet/submit fleet/manifest \
-  fleet/dispatch; do
-  mkdir -p "$stage/analyzer/$(dirname "$module")"
-  cp "$repo/analyzer/$module.py" "$stage/analyzer/$module.py"
+# The modules: what the handler's module imports, computed (deploy/lambda_modules.py).
+python3 "$repo/deploy/lambda_modules.py" analyzer.fleet.dispatch | while read -r file; do
+  mkdir -p "$stage/$(dirname "$file")"
+  cp "$repo/$file" "$stage/$file"
 done
 if [[ "$with_psycopg" == 1 ]]; then
   python3 -m pip install --quiet --no-compile --target "$stage" \

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyzer.errors import SettingsError
 from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
 from models.cydral import (
     AGE_CHIP_SIZE,
@@ -50,6 +49,7 @@ from models.cydral import (
     expected_age,
 )
 from models.detection import Detections, FaceDetector
+from models.errors import ModelSettingsError
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
 from models.retinaface import RetinaFaceDetector
@@ -185,9 +185,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise SettingsError(f"device {device!r} is not a torch device name") from exc
+        raise ModelSettingsError(f"device {device!r} is not a torch device name") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(f"device {device!r} requested but CUDA is not available")
+        raise ModelSettingsError(f"device {device!r} requested but CUDA is not available")
     return resolved
 
 
@@ -195,7 +195,7 @@ def load_detector(name: str, model_dir: str | Path, device: torch.device, half: 
     """Build detector ``name`` ("retinaface" or "yunet") from its weights in ``model_dir``,
     sha256-checked, on ``device`` in float16 when ``half``."""
     if name not in DETECTORS:
-        raise SettingsError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+        raise ModelSettingsError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     path = model_path(model_dir, name)
     if name == "retinaface":
         detector: FaceDetector = RetinaFaceDetector.from_file(path, device, half)
@@ -246,17 +246,17 @@ class FaceAnalyzer:
         self.device = resolve_device(device)
         self.half = half
         if self.half and self.device.type != "cuda":
-            raise SettingsError("half precision needs a CUDA device")
+            raise ModelSettingsError("half precision needs a CUDA device")
         if det_max_side is not None and det_max_side < 32:
-            raise SettingsError(f"det_max_side {det_max_side} too small (at least 32 pixels)")
+            raise ModelSettingsError(f"det_max_side {det_max_side} too small (at least 32 pixels)")
         if detector not in DETECTORS:
-            raise SettingsError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+            raise ModelSettingsError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         default_score, default_nms = DEFAULT_THRESHOLDS[detector]
         self.score_threshold = default_score if score_threshold is None else score_threshold
         self.nms_threshold = default_nms if nms_threshold is None else nms_threshold
         self.det_max_side = det_max_side
         if classifier not in CLASSIFIERS:
-            raise SettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+            raise ModelSettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
         self.classifier_config = CLASSIFIERS[classifier]
         if self.classifier_config.licence_warning:
             log.warning("classifier %s: %s", classifier, self.classifier_config.licence_warning)

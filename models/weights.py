@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
 import shutil
 import struct
 import tempfile
@@ -31,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from analyzer.errors import InfrastructureError, WeightsError
-from analyzer.files import publish, sha256_of
+from models.errors import DownloadError, WeightsError
+from models.files import publish, sha256_of
 
 __all__ = [
     "ModelConfig",
@@ -347,7 +346,7 @@ def _download(url: str, target: Path) -> None:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as f:
             shutil.copyfileobj(response, f)
     except OSError as exc:  # URLError, HTTPError, timeouts
-        raise InfrastructureError(f"download of {url} failed: {exc}") from exc
+        raise DownloadError(f"download of {url} failed: {exc}") from exc
 
 
 def _check(path: Path, sha256: str | None, what: str) -> None:
@@ -414,7 +413,7 @@ def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[
 
     Files already present with the right hash are kept. Returns the paths of all the files.
     Raises WeightsError when a source file is missing or has the wrong hash, and
-    InfrastructureError when a download fails.
+    DownloadError when a download fails.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)

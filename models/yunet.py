@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analyzer.errors import WeightsError
 from models.detection import Detections, nms_per_image, top_candidates
+from models.errors import WeightsError
 
 __all__ = [
     "OUTPUT_NAMES",

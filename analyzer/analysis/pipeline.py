@@ -19,17 +19,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from analyzer.analysis.contact_sheet import write_contact_sheet
-from analyzer.video.decode import DecodeLimits, FrameBatch, FrameBatcher, probe
-from analyzer.errors import InfrastructureError, UndecodableVideo
-from analyzer.events import AnalysisResult
-from analyzer.analysis.progress import Progress
-from analyzer.settings import Settings
 from analyzer.analysis.calibration import AGE_CALIBRATIONS
+from analyzer.analysis.contact_sheet import write_contact_sheet
+from analyzer.analysis.control import Control
+from analyzer.analysis.progress import Progress
 from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
+from analyzer.errors import InfrastructureError, UndecodableVideo, model_errors
+from analyzer.events import AnalysisResult
+from analyzer.settings import Settings
+from analyzer.video.batcher import FrameBatch, FrameBatcher
+from analyzer.video.probe import DecodeLimits, probe
 from models.face_analyzer import FaceAnalyzer, FaceBatch
 from models.transfer import PinnedBuffer
 from models.weights import classifier_config
@@ -122,15 +123,17 @@ class StageClock:
         return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
-def analyze_video(path: Path, settings: Settings, control: Any = None) -> AnalysisResult:
+def analyze_video(path: Path, settings: Settings, control: Control | None = None) -> AnalysisResult:
     """Analyse one local video file; ``control.check()`` (the worker's signals and lock), if given,
     runs between batches and raises to stop early."""
     started = time.monotonic()
     limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
     info = probe(path, limits, name=settings.video_key)
     try:
-        faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector, classifier=settings.classifier,
-                                   device=settings.device, half=settings.precision == "fp16")
+        with model_errors():
+            faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector,
+                                       classifier=settings.classifier, device=settings.device,
+                                       half=settings.precision == "fp16")
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)

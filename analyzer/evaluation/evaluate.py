@@ -27,8 +27,8 @@ import logging
 import sys
 from pathlib import Path
 
+from analyzer.errors import InputNotFound, model_errors
 from analyzer.evaluation import evalset
-from analyzer.errors import InputNotFound
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS
 
 __all__ = ["register", "run_evaluate"]
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 HALVES = ("fit", "held-out", "all")
 
 
+@model_errors()
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``evaluate``: see the module docstring."""
     folder = Path(args.folder)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from analyzer.analysis import calibration
-from analyzer.evaluation import evalset
 from analyzer.analysis.calibration import AgeCalibration
 from analyzer.errors import InputNotFound
+from analyzer.evaluation import evalset
 from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
 
 __all__ = ["Calibration", "ChipOutputs", "run_chips", "fit", "report", "markdown", "write_charts", "half"]

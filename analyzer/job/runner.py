@@ -17,25 +17,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from analyzer import logs
+from analyzer.analysis.control import Control
 from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interrupted, LockLost
 from analyzer.events import AnalysisResult
-from analyzer.files import publish
-from analyzer.settings import Settings
 from analyzer.job.shutdown import StopSignals
+from analyzer.settings import Settings
+from models.files import publish
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VIDEOS_TABLE = "videos"  # checked when it exists; VIDEOS_TABLE makes the table required
 STALE_AFTER_BEATS = 6  # heartbeats a lock holder may miss before a duplicate presumes it dead (30 s by default)
-
-
-class Control(Protocol):
-    """What the analysis checks between batches: raises Interrupted or LockLost to stop it."""
-
-    def check(self) -> None: ...
 
 
 AnalyzeFn = Callable[[Path, Settings, Control], AnalysisResult]

@@ -15,8 +15,10 @@ from typing import Iterator
 import pytest
 import torch
 
-from analyzer.errors import ExitCode, InfrastructureError, WeightsError
+from analyzer import errors
+from analyzer.errors import ExitCode
 from models import weights
+from models.errors import DownloadError, WeightsError
 from models.weights import (
     CLASSIFIERS,
     MODELS,
@@ -51,7 +53,9 @@ def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     assert "\n" not in message
     assert "retinaface_mobilenet0.25.pth" in message and "missing" in message
     assert "analyzer models fetch" in message
-    assert caught.value.exit_code is ExitCode.MODEL_WEIGHTS
+    with pytest.raises(errors.WeightsError) as mapped, errors.model_errors():
+        load_weights(tmp_path / "retinaface_mobilenet0.25.pth", MODELS["retinaface"].sha256)
+    assert mapped.value.exit_code is ExitCode.MODEL_WEIGHTS and str(mapped.value) == message
 
 
 def test_corrupt_file_names_both_hashes(tmp_path: Path) -> None:
@@ -198,7 +202,7 @@ def test_fetch_downloads_and_converts(upstream: Path, tmp_path: Path, monkeypatc
 
 
 def test_fetch_download_errors(upstream: Path, tmp_path: Path) -> None:
-    with pytest.raises(InfrastructureError, match="404"):
+    with pytest.raises(DownloadError, match="404"):
         fetch(tmp_path / "weights", names=("yunet",))  # nothing served
     (upstream / "model-0000.params").write_bytes(b"tampered")
     with pytest.raises(WeightsError, match="expected"):

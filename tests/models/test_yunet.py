@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer.errors import WeightsError
 from models.detection import Detections
+from models.errors import WeightsError
 from models.nms import box_iou
 from models.yunet import OUTPUT_NAMES, YuNet, YuNetDetector, load_yunet, pad_to_multiple
 

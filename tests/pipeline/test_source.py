@@ -15,8 +15,8 @@ import pytest
 
 from analyzer.errors import AccessDenied, ExitCode, InfrastructureError, InputNotFound, SettingsError
 from analyzer.files import FileChanged, sha256_of_regular_file
-from analyzer.source.s3 import S3Config, make_s3_client
 from analyzer.source.inputs import fetch_input, head_input, parse_input, stat_input
+from analyzer.source.s3 import S3Config, make_s3_client
 from tests.support import procs
 
 FAST = S3Config(connect_timeout_s=0.5, read_timeout_s=5.0, max_attempts=2)

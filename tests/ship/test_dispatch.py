@@ -378,6 +378,33 @@ def test_dispatcher_imports_stay_light():
     assert out == "[]"
 
 
+def _lambda_runtime_packages(folder: Path) -> Path:
+    """A folder with what the Lambda Python runtime provides (boto3 and its dependencies), linked
+    from this environment: the zip must bring everything else."""
+    import importlib.util
+
+    folder.mkdir()
+    for name in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
+def test_lambda_zip_lists_what_the_handler_imports():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lambda_modules", REPO / "deploy" / "lambda_modules.py")
+    lambda_modules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lambda_modules)
+    files = {str(p) for p in lambda_modules.project_files("analyzer.fleet.dispatch")}
+    assert {"analyzer/fleet/dispatch.py", "analyzer/source/s3.py", "analyzer/errors.py", "models/errors.py"} <= files
+    assert not {f for f in files if f.startswith(("analyzer/video", "analyzer/analysis", "analyzer/job"))}
+    assert "models/face_analyzer.py" not in files  # no torch-side code in the Lambda
+
+
 def test_lambda_zip_is_self_contained_and_dispatches(stack, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("ANALYZER_KEY_ID_PATTERN", ID_DIRECTORY)
     archive = tmp_path / "dispatcher.zip"
@@ -385,12 +412,15 @@ def test_lambda_zip_is_self_contained_and_dispatches(stack, tmp_path: Path, monk
                    check=True, capture_output=True)
     event = {"Records": [{"messageId": "m-1", "body": json.dumps(s3_event("videos/77/a.mp4")),
                           "messageAttributes": {}}]}
+    runtime = _lambda_runtime_packages(tmp_path / "runtime")
+    # -I -S: no site-packages, no editable install; the path is the zip, then boto3 as the runtime has it.
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import analyzer.fleet.dispatch as d; "
+        "import json, sys; sys.path[:0] = sys.argv[1:3]; import analyzer.fleet.dispatch as d; "
         "assert d.__file__.startswith(sys.argv[1]), d.__file__; "
-        "print(json.dumps(d.handler(json.loads(sys.argv[2]), None)))"
+        "assert not [p for p in sys.path if 'site-packages' in p], sys.path; "
+        "print(json.dumps(d.handler(json.loads(sys.argv[3]), None)))"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(archive), json.dumps(event)],
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(archive), str(runtime), json.dumps(event)],
                             capture_output=True, text=True, env=dict(os.environ),
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -198,12 +198,12 @@ def test_image_requirements_cover_what_the_default_settings_use_on_a_gpu_machine
     from packaging.utils import canonicalize_name
 
     from analyzer import settings
-    from analyzer.video import decode
+    from analyzer.video import backend
 
     decoder = settings.spec("decoder").default
     g5_xlarge_vcpus = 4
-    # auto picks NVDEC on a GPU machine with at most NVDEC_MAX_CPUS CPUs (decode.resolve_backend)
-    uses_nvdec = decoder == "nvdec" or (decoder == "auto" and g5_xlarge_vcpus <= decode.NVDEC_MAX_CPUS)
+    # auto picks NVDEC on a GPU machine with at most NVDEC_MAX_CPUS CPUs (backend.resolve_backend)
+    uses_nvdec = decoder == "nvdec" or (decoder == "auto" and g5_xlarge_vcpus <= backend.NVDEC_MAX_CPUS)
     assert uses_nvdec
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     pins = _pins()

@@ -20,14 +20,14 @@ import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from analyzer.errors import InfrastructureError, UndecodableVideo
-
-if TYPE_CHECKING:
-    from analyzer.video.decode import DecodeStats, StopFlag, TimestampSampler, VideoInfo
+from analyzer.video.probe import VideoInfo
+from analyzer.video.readers.base import DecodeStats, StopFlag
+from analyzer.video.sampling import TimestampSampler
 
 logger = logging.getLogger(__name__)
 
