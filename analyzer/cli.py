@@ -43,11 +43,17 @@ def _emit_metrics(s: settings.Settings, summary: dict, exit_code: int, seconds: 
     from analyzer.fleet.metrics import emit_run_metrics
 
     outcome = {"already_done": "duplicate"}.get(str(summary["outcome"]), str(summary["outcome"]))
-    emit_run_metrics(outcome, exit_code, queue=s.batch_queue, frames=summary.get("frames"),
-                     faces=summary.get("faces"), events=summary.get("events"), seconds=round(seconds, 3),
-                     realtime_factor=summary.get("realtime_factor"),
-                     properties={"video_id": s.video_id, "batch_job_id": s.batch_job_id,
-                                 "run_id": logs.CONTEXT.get("run_id")})
+    emit_run_metrics(
+        outcome,
+        exit_code,
+        queue=s.batch_queue,
+        frames=summary.get("frames"),
+        faces=summary.get("faces"),
+        events=summary.get("events"),
+        seconds=round(seconds, 3),
+        realtime_factor=summary.get("realtime_factor"),
+        properties={"video_id": s.video_id, "batch_job_id": s.batch_job_id, "run_id": logs.CONTEXT.get("run_id")},
+    )
 
 
 def _job_environment() -> dict[str, str]:
@@ -79,12 +85,18 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analyzer", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=os.environ.get("ANALYZER_LOG_LEVEL", "INFO"),
-                        help="log level [$ANALYZER_LOG_LEVEL; default INFO]")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ANALYZER_LOG_LEVEL", "INFO"),
+        help="log level [$ANALYZER_LOG_LEVEL; default INFO]",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="analyse one video (what the container does)",
-                              description="Analyse one video; every flag also reads an environment variable.")
+    run = commands.add_parser(
+        "run",
+        help="analyse one video (what the container does)",
+        description="Analyse one video; every flag also reads an environment variable.",
+    )
     settings.add_arguments(run)
     run.set_defaults(handler=_run)
 
@@ -106,8 +118,10 @@ def main(argv: Sequence[str] | None = None, analyze=None) -> int:
     """Entry point; ``analyze`` replaces the analysis step (the real pipeline by default)."""
     args = build_parser().parse_args(argv)
     args.analyze = analyze
-    logs.configure(getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
-                   getattr(logging, str(args.log_level).upper(), logging.INFO))
+    logs.configure(
+        getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
+        getattr(logging, str(args.log_level).upper(), logging.INFO),
+    )
     logs.register_environment_secrets(os.environ)  # before anything can log or fail
     logs.register_url_secrets(getattr(args, "database_url", None))
     try:

@@ -58,8 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     faces.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     _add_model_dir_option(faces)
     faces.add_argument("--detector", choices=DETECTOR_CHOICES, default="retinaface", help="face detector")
-    faces.add_argument("--classifier", choices=tuple(CLASSIFIERS), default=DEFAULT_CLASSIFIER,
-                       help=f"gender-age model (default {DEFAULT_CLASSIFIER}; insightface is non-commercial only)")
+    faces.add_argument(
+        "--classifier",
+        choices=tuple(CLASSIFIERS),
+        default=DEFAULT_CLASSIFIER,
+        help=f"gender-age model (default {DEFAULT_CLASSIFIER}; insightface is non-commercial only)",
+    )
     faces.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     faces.add_argument(
         "--threshold",

@@ -41,8 +41,10 @@ def _cpus() -> int:
 
 
 def _table() -> list[str]:
-    lines = [f"{'video':6} {'backend':7} {'covered fps':>11} {'sampled fps':>11} {'x realtime':>10} "
-             f"{'decoded':>7} {'skipped':>7}"]
+    lines = [
+        f"{'video':6} {'backend':7} {'covered fps':>11} {'sampled fps':>11} {'x realtime':>10} "
+        f"{'decoded':>7} {'skipped':>7}"
+    ]
     for (video, backend), row in sorted(RESULTS.items()):
         lines.append(
             f"{video:6} {backend:7} {row['covered_fps']:11.1f} {row['sampled_fps']:11.1f} {row['realtime']:10.2f} "

@@ -164,8 +164,18 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
         "per_frame_split": baseline_clock.rounded() or None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "events": len(result.events),
-        **{k: result.stats.get(k) for k in ("peak_gpu_mib", "peak_gpu_reserved_mib", "gpu_alloc_retries",
-                                            "wait_decode_s", "models_s", "track_s", "decode_s")},
+        **{
+            k: result.stats.get(k)
+            for k in (
+                "peak_gpu_mib",
+                "peak_gpu_reserved_mib",
+                "gpu_alloc_retries",
+                "wait_decode_s",
+                "models_s",
+                "track_s",
+                "decode_s",
+            )
+        },
     }
     benchmark.extra_info.update(row)
     device = torch.cuda.get_device_name() if CUDA else "CPU"

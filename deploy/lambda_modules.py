@@ -52,7 +52,7 @@ def project_files(entry: str = ENTRY, root: Path = REPO) -> list[Path]:
     Returns:
         Paths relative to ``root``: modules and the ``__init__.py`` of every package above them.
     """
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     pending = [entry]
     while pending:
         name = pending.pop()
@@ -62,10 +62,10 @@ def project_files(entry: str = ENTRY, root: Path = REPO) -> list[Path]:
         path = module_file(name, root)
         if path is None:
             continue  # ``from a import b`` where b is a name, not a module
-        seen.add(name)
+        seen[name] = path
         pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
         pending.extend(imported_names(path))
-    return sorted(module_file(name, root).relative_to(root) for name in seen)  # type: ignore[union-attr]
+    return sorted(path.relative_to(root) for path in seen.values())
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from models.errors import ModelSettingsError
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
 from models.retinaface import RetinaFaceDetector
-from models.weights import CLASSIFIERS, DETECTORS, MODELS, model_path, model_version, verify_file
+from models.weights import CLASSIFIERS, DETECTORS, model_path, model_version
 
 __all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS", "AGE_CLASSES"]
 
@@ -116,7 +116,7 @@ class FaceBatch:
     def __len__(self) -> int:
         return int(self.frame_index.shape[0])
 
-    def for_frame(self, i: int) -> "FaceBatch":
+    def for_frame(self, i: int) -> FaceBatch:
         """The faces of frame ``i`` only (frame_index still says ``i``)."""
         if not 0 <= i < self.num_frames:
             raise IndexError(f"frame {i} outside a batch of {self.num_frames}")
@@ -202,7 +202,6 @@ def load_detector(name: str, model_dir: str | Path, device: torch.device, half: 
     else:
         from models.yunet import YuNetDetector  # written apart; imported only when chosen
 
-        verify_file(path, MODELS[name].sha256)
         detector = YuNetDetector.from_file(path, device=device, half=half)
     detector.net.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
     return detector

@@ -306,7 +306,7 @@ class RetinaFaceDetector:
         device: str | torch.device = "cpu",
         half: bool = False,
         sha256: str | None = None,
-    ) -> "RetinaFaceDetector":
+    ) -> RetinaFaceDetector:
         """Load ``weights_path`` strictly, checking its sha256 (default: {the known hash of
         retinaface_mobilenet0.25.pth}), fold the batch norms (``fold_batchnorm``), move to
         ``device`` (default: {"cpu"}); ``half`` runs the network in float16 (default: {False})."""

@@ -26,9 +26,10 @@ import logging
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from models.errors import DownloadError, WeightsError
 from models.files import publish, sha256_of
@@ -123,9 +124,7 @@ def convert_mxnet_params(source: Path, target: Path) -> None:
     if name_count != count or offset != len(data):
         raise WeightsError(f"{source}: malformed MXNet .params file")
     tensors = dict(zip(names, arrays))
-    state = collections.OrderedDict(
-        (name.split(":", 1)[1], torch.from_numpy(tensors[name])) for name in sorted(names)
-    )
+    state = collections.OrderedDict((name.split(":", 1)[1], torch.from_numpy(tensors[name])) for name in sorted(names))
     torch.save(state, target)
 
 
@@ -274,8 +273,7 @@ def verify_file(path: str | Path, sha256: str) -> Path:
     actual = sha256_of(path)
     if actual != sha256:
         raise WeightsError(
-            f"model weights {path} corrupt: sha256 {actual}, expected {sha256}; "
-            "run `analyzer models fetch`"
+            f"model weights {path} corrupt: sha256 {actual}, expected {sha256}; run `analyzer models fetch`"
         )
     return path
 

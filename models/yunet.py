@@ -61,9 +61,7 @@ BN_EPS = 1e-5  # MMCV/PyTorch default; the ONNX export's folded weights agree wi
 PRE_NMS_TOP_K = 5000  # candidates per image kept before NMS (cv2.FaceDetectorYN's default)
 
 # Raw outputs in the order of the ONNX export (and of YuNet.forward).
-OUTPUT_NAMES = tuple(
-    f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES
-)
+OUTPUT_NAMES = tuple(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
 
 
 class ConvDPUnit(nn.Module):
@@ -161,15 +159,11 @@ class YuNetHead(nn.Module):
         super().__init__()
         levels = range(len(STRIDES))
         # NOTE the inner ModuleList gives the checkpoint's `multi_level_share_convs.L.0.*` keys.
-        self.multi_level_share_convs = nn.ModuleList(
-            nn.ModuleList([ConvDPUnit(CHANNELS, CHANNELS)]) for _ in levels
-        )
+        self.multi_level_share_convs = nn.ModuleList(nn.ModuleList([ConvDPUnit(CHANNELS, CHANNELS)]) for _ in levels)
         self.multi_level_cls = nn.ModuleList(ConvDPUnit(CHANNELS, 1, False) for _ in levels)
         self.multi_level_bbox = nn.ModuleList(ConvDPUnit(CHANNELS, 4, False) for _ in levels)
         self.multi_level_obj = nn.ModuleList(ConvDPUnit(CHANNELS, 1, False) for _ in levels)
-        self.multi_level_kps = nn.ModuleList(
-            ConvDPUnit(CHANNELS, 2 * NUM_LANDMARKS, False) for _ in levels
-        )
+        self.multi_level_kps = nn.ModuleList(ConvDPUnit(CHANNELS, 2 * NUM_LANDMARKS, False) for _ in levels)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         cls, obj, bbox, kps = [], [], [], []
@@ -283,7 +277,7 @@ def decode(
     centre = (cell + deltas[:, :2]) * stride
     half_size = deltas[:, 2:].exp() * stride / 2
     boxes = torch.cat((centre - half_size, centre + half_size), dim=1)
-    landmarks = (cell[:, None, :] + kps[image_index, cell_index].view(-1, NUM_LANDMARKS, 2))
+    landmarks = cell[:, None, :] + kps[image_index, cell_index].view(-1, NUM_LANDMARKS, 2)
     landmarks = landmarks * stride[:, None, :]
     return nms_per_image(image_index, boxes, cand_scores, landmarks, nms_threshold)
 
@@ -319,17 +313,21 @@ class YuNetDetector:
 
     @classmethod
     def from_file(
-        cls, weights_path: str | Path, device: str | torch.device = "cpu", half: bool = False
+        cls,
+        weights_path: str | Path,
+        device: str | torch.device = "cpu",
+        half: bool = False,
+        sha256: str | None = None,
     ) -> YuNetDetector:
-        """Load ``weights_path`` (yunet_n.pth) onto ``device`` (default: {"cpu"}); ``half``
-        runs the network in float16 (default: {False}; CUDA only in practice)."""
-        net = load_yunet(weights_path).to(device)
+        """Load ``weights_path`` (yunet_n.pth), checking its sha256 (default: the known hash of
+        yunet_n.pth), onto ``device``; ``half`` runs the network in float16 (CUDA in practice)."""
+        from models.weights import MODELS, verify_file
+
+        net = load_yunet(verify_file(weights_path, sha256 or MODELS["yunet"].sha256)).to(device)
         return cls(net.half() if half else net)
 
     @torch.inference_mode()
-    def detect(
-        self, images: torch.Tensor, score_threshold: float, nms_threshold: float
-    ) -> Detections:
+    def detect(self, images: torch.Tensor, score_threshold: float, nms_threshold: float) -> Detections:
         """Faces in a batch.
 
         Args:

@@ -65,7 +65,11 @@ def landmarks(args: argparse.Namespace) -> None:
             mine = found.for_frame(i)
             if len(mine):
                 best = int(np.argmax(mine.scores))
-                boxes[start + i], points[start + i], scores[start + i] = mine.boxes[best], mine.landmarks[best], mine.scores[best]
+                boxes[start + i], points[start + i], scores[start + i] = (
+                    mine.boxes[best],
+                    mine.landmarks[best],
+                    mine.scores[best],
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         args.out,
@@ -230,7 +234,14 @@ def compare(args: argparse.Namespace) -> None:
     if args.oversample:
         face_analyzer.CHIP_OVERSAMPLE = args.oversample  # a dev-time override of the constant
     images = [cv2.imread(str(data["paths"][i])) for i in rows]
-    results: dict[str, list[np.ndarray]] = {"logit": [], "age": [], "logit_f": [], "age_f": [], "chips64": [], "chips32": []}
+    results: dict[str, list[np.ndarray]] = {
+        "logit": [],
+        "age": [],
+        "logit_f": [],
+        "age_f": [],
+        "chips64": [],
+        "chips32": [],
+    }
     for start in range(0, len(rows), BATCH):
         frames = torch.from_numpy(np.stack(images[start : start + BATCH])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():

@@ -30,10 +30,22 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "AgeCalibration", "AGE_CALIBRATIONS", "sigmoid", "wilson_lower", "fit_age_temperature", "fit_temperature", "gender_confidence",
-    "expected_calibration_error", "ece_noise_floor", "reliability_bins", "accuracy_at_coverage", "coverage_curve",
-    "choose_min_score", "age_moments", "fit_age_interval",
-]  # fmt: skip
+    "AgeCalibration",
+    "AGE_CALIBRATIONS",
+    "sigmoid",
+    "wilson_lower",
+    "fit_age_temperature",
+    "fit_temperature",
+    "gender_confidence",
+    "expected_calibration_error",
+    "ece_noise_floor",
+    "reliability_bins",
+    "accuracy_at_coverage",
+    "coverage_curve",
+    "choose_min_score",
+    "age_moments",
+    "fit_age_interval",
+]
 
 ECE_BINS = 10  # equal-width confidence bins over 50-100 % (5 points each)
 WILSON_Z = 1.645  # one-sided 95 % normal quantile
@@ -158,8 +170,15 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = EC
     for b in range(bins):
         inside = index == b
         if inside.any():
-            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()),
-                         "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+            rows.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "count": int(inside.sum()),
+                    "confidence": float(confidence[inside].mean()),
+                    "accuracy": float(correct[inside].mean()),
+                }
+            )
     return rows
 
 
@@ -180,8 +199,11 @@ def ece_noise_floor(confidence: np.ndarray, draws: int = 200, seed: int = 0) -> 
     floor cannot be told apart from perfect calibration on so few faces."""
     confidence = np.asarray(confidence, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    return float(np.mean([expected_calibration_error(confidence, rng.random(len(confidence)) < confidence)
-                          for _ in range(draws)]))
+    return float(
+        np.mean(
+            [expected_calibration_error(confidence, rng.random(len(confidence)) < confidence) for _ in range(draws)]
+        )
+    )
 
 
 def coverage_curve(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +278,9 @@ def fit_age_temperature(probs: np.ndarray, ages: np.ndarray, classes: np.ndarray
     return best[2]
 
 
-def fit_age_interval(probs: np.ndarray, ages: np.ndarray, classes: np.ndarray, temperature: float,
-                     coverage: float = AGE_FIT_COVERAGE) -> AgeCalibration:
+def fit_age_interval(
+    probs: np.ndarray, ages: np.ndarray, classes: np.ndarray, temperature: float, coverage: float = AGE_FIT_COVERAGE
+) -> AgeCalibration:
     """The narrowest range ``mean +- q * (std + offset * sqrt(mean + 1))`` (whole years) that
     holds at least ``coverage`` of the labelled ``ages``, over the offsets in OFFSET_GRID.
 

@@ -57,9 +57,7 @@ def write_contact_sheet(
     log.info("contact sheet: %s events written to %s", len(events), path)
 
 
-def render_contact_sheet(
-    events: Sequence[Event], thumbnails: Mapping[str, np.ndarray], title: str = ""
-) -> np.ndarray:
+def render_contact_sheet(events: Sequence[Event], thumbnails: Mapping[str, np.ndarray], title: str = "") -> np.ndarray:
     """The sheet as an H x W x 3 uint8 BGR image; see write_contact_sheet."""
     heading = f"{title}  " if title else ""
     if not events:
@@ -106,9 +104,7 @@ def caption_lines(number: int, event: Event) -> list[str]:
     ]
 
 
-def _draw_cell(
-    sheet: np.ndarray, left: int, top: int, number: int, event: Event, thumbnail: np.ndarray | None
-) -> None:
+def _draw_cell(sheet: np.ndarray, left: int, top: int, number: int, event: Event, thumbnail: np.ndarray | None) -> None:
     area = sheet[top : top + THUMB_PX, left : left + THUMB_PX]
     if thumbnail is None:
         area[:] = EMPTY_THUMB

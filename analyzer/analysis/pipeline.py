@@ -66,8 +66,14 @@ def fit_batch_size(batch_size: int, width: int, height: int, host_buffer_mb: int
     frame_bytes = width * height * 3
     fitting = max(1, host_buffer_mb * 2**20 // (frame_bytes * BATCHES_IN_FLIGHT))
     if fitting < batch_size:
-        log.info("batch size %d -> %d: %dx%d frames must fit --host-buffer-mb %d", batch_size, fitting,
-                 width, height, host_buffer_mb)
+        log.info(
+            "batch size %d -> %d: %dx%d frames must fit --host-buffer-mb %d",
+            batch_size,
+            fitting,
+            width,
+            height,
+            host_buffer_mb,
+        )
     return min(batch_size, fitting)
 
 
@@ -100,8 +106,11 @@ def cap_gpu_memory(device: torch.device, limit_mb: int) -> None:
 
 
 def tracker_settings(settings: Settings) -> TrackerSettings:
-    base = TrackerSettings(min_face_px=settings.min_face_px, min_gender_score=settings.min_gender_score,
-                           age_calibration=AGE_CALIBRATIONS[settings.classifier])
+    base = TrackerSettings(
+        min_face_px=settings.min_face_px,
+        min_gender_score=settings.min_gender_score,
+        age_calibration=AGE_CALIBRATIONS[settings.classifier],
+    )
     return base if settings.min_sharpness is None else replace(base, min_sharpness=settings.min_sharpness)
 
 
@@ -131,15 +140,27 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
     info = probe(path, limits, name=settings.video_key)
     try:
         with model_errors():
-            faces_model = FaceAnalyzer(settings.model_dir, detector=settings.detector,
-                                       classifier=settings.classifier, device=settings.device,
-                                       half=settings.precision == "fp16")
+            faces_model = FaceAnalyzer(
+                settings.model_dir,
+                detector=settings.detector,
+                classifier=settings.classifier,
+                device=settings.device,
+                half=settings.precision == "fp16",
+            )
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
         tracker = Tracker(tracker_settings(settings), info.width, info.height)
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
-        batcher = FrameBatcher(path, sample_fps=settings.sample_fps, batch_size=batch_size, queue_size=QUEUE_SIZE,
-                               backend=settings.decoder, info=info, limits=limits, name=settings.video_key)
+        batcher = FrameBatcher(
+            path,
+            sample_fps=settings.sample_fps,
+            batch_size=batch_size,
+            queue_size=QUEUE_SIZE,
+            backend=settings.decoder,
+            info=info,
+            limits=limits,
+            name=settings.video_key,
+        )
         faces, clock, host_frames = 0, StageClock(), PinnedBuffer()
         temperature = classifier_config(settings.classifier).gender_temperature
         with batcher, leave_cpus_to_the_decoder(faces_model.device):
@@ -161,8 +182,10 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
                     control.check()
         progress.close()
         if batcher.stats.covered < MIN_FRAMES:
-            raise UndecodableVideo(f"video {settings.video_key}: {batcher.stats.covered} decodable frame(s);"
-                                   f" a video needs at least {MIN_FRAMES}")
+            raise UndecodableVideo(
+                f"video {settings.video_key}: {batcher.stats.covered} decodable frame(s);"
+                f" a video needs at least {MIN_FRAMES}"
+            )
         events = tracker.finish()
     except torch.cuda.OutOfMemoryError as exc:
         raise InfrastructureError(f"video {settings.video_id}: CUDA out of memory ({exc})".splitlines()[0]) from exc
@@ -173,7 +196,9 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
     return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
 
 
-def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch, temperature: float, host_frames: PinnedBuffer) -> None:
+def _track(
+    tracker: Tracker, batch: FrameBatch, found: FaceBatch, temperature: float, host_frames: PinnedBuffer
+) -> None:
     """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection, thumbnails);
     the gender log-odds go in calibrated (divided by the classifier's temperature), and frames decoded
     on the GPU come back through ``host_frames``."""
@@ -187,8 +212,15 @@ def _track(tracker: Tracker, batch: FrameBatch, found: FaceBatch, temperature: f
 def frame_faces(found: FaceBatch, temperature: float) -> FrameFaces:
     """One frame's faces as the tracker takes them, the gender log-odds calibrated (divided by the
     classifier's temperature)."""
-    return FrameFaces.from_arrays(found.boxes, found.scores, found.gender_logit / temperature, found.age_probs,
-                                  found.face_px, found.sharpness, found.landmarks)
+    return FrameFaces.from_arrays(
+        found.boxes,
+        found.scores,
+        found.gender_logit / temperature,
+        found.age_probs,
+        found.face_px,
+        found.sharpness,
+        found.landmarks,
+    )
 
 
 def _summary(batcher: FrameBatcher, faces_model: FaceAnalyzer, duration_ms: int, wall: float) -> dict[str, Any]:

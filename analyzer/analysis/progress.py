@@ -39,10 +39,19 @@ class Progress:
         elapsed = now - self.started
         fraction = done_s * 1000 / self.duration_ms
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-        log.info("video %s: %.0f%% analysed, %.1f frames/s, ETA %s s", self.video_id, 100 * fraction,
-                 self.frames / elapsed, "?" if eta is None else round(eta),
-                 extra={"action": "progress", "percent": round(100 * fraction, 1),
-                        "frames_per_s": round(self.frames / elapsed, 2), "eta_s": None if eta is None else round(eta)})
+        log.info(
+            "video %s: %.0f%% analysed, %.1f frames/s, ETA %s s",
+            self.video_id,
+            100 * fraction,
+            self.frames / elapsed,
+            "?" if eta is None else round(eta),
+            extra={
+                "action": "progress",
+                "percent": round(100 * fraction, 1),
+                "frames_per_s": round(self.frames / elapsed, 2),
+                "eta_s": None if eta is None else round(eta),
+            },
+        )
 
     def close(self) -> None:
         if self._bar is not None:

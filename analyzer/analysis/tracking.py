@@ -78,7 +78,7 @@ import numpy as np
 from analyzer.analysis.calibration import AGE_CALIBRATIONS, AgeCalibration, sigmoid
 from analyzer.errors import SettingsError
 from analyzer.events import Event
-from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
+from analyzer.settings import DEFAULT_MIN_FACE_PX, DEFAULT_MIN_GENDER_SCORE
 from models.cydral import AGE_CLASSES
 
 __all__ = ["FEMALE", "MALE", "FrameFaces", "Tracker", "TrackerSettings"]
@@ -94,7 +94,6 @@ DEFAULT_MIN_IOU = 0.2  # overlap of the predicted box that allows a match
 DEFAULT_MAX_FACE_SPEED = 10.0  # face sides/s a face of unknown velocity may move
 DEFAULT_MAX_SPEED_CHANGE = 3.0  # face sides/s a face may stray from its predicted path
 DEFAULT_MAX_SIZE_RATIO = 1.6  # largest size change (side over side) between matched boxes
-DEFAULT_MIN_FACE_PX = 40.0  # px; smaller faces are not judged
 DEFAULT_MIN_SHARPNESS = 8.0  # variance of Laplacian of the aligned 112x112 grey crop
 DEFAULT_SCENE_CUT_CORRELATION = 0.7  # histogram correlation below which a frame starts a new shot
 
@@ -288,8 +287,7 @@ class Tracker:
             raise ValueError(f"timestamps must increase: {timestamp_ms} ms after {self._last_ms} ms")
         if frame is not None and frame.shape[:2] != (self.frame_height, self.frame_width):
             raise ValueError(
-                f"frame is {frame.shape[1]}x{frame.shape[0]}, tracker expects "
-                f"{self.frame_width}x{self.frame_height}"
+                f"frame is {frame.shape[1]}x{frame.shape[0]}, tracker expects {self.frame_width}x{self.frame_height}"
             )
         self._last_ms = int(timestamp_ms)
         self.frames += 1
@@ -396,9 +394,16 @@ class Tracker:
         track.age_probs.append(faces.age_probs[index])
         track.face_px.append(float(faces.face_px[index]))
         track.sharpness.append(float(faces.sharpness[index]))
-        track.weights.append(float(face_weight(faces.scores[index : index + 1], faces.face_px[index : index + 1],
-                                                faces.sharpness[index : index + 1],
-                                                faces.landmarks[index : index + 1])[0]))
+        track.weights.append(
+            float(
+                face_weight(
+                    faces.scores[index : index + 1],
+                    faces.face_px[index : index + 1],
+                    faces.sharpness[index : index + 1],
+                    faces.landmarks[index : index + 1],
+                )[0]
+            )
+        )
         rank = self._best_rank(track, len(track.times) - 1)
         if rank > track.best_key:
             track.best_key = rank
@@ -493,9 +498,7 @@ def frontal_pose(landmarks: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(frontal) & (half > 0), frontal, 1.0)
 
 
-def face_weight(
-    det_score: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, landmarks: np.ndarray
-) -> np.ndarray:
+def face_weight(det_score: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(k,) weight of each face in its appearance's gender and age: detector score x size x
     sharpness (each saturating, see the module docstring) x frontal pose (floored)."""
     size = np.clip(np.asarray(face_px, dtype=np.float64) / FULL_DETAIL_FACE_PX, 0.0, 1.0)
@@ -504,9 +507,7 @@ def face_weight(
     return np.asarray(det_score, dtype=np.float64) * size * sharp * pose
 
 
-def combine_gender(
-    logits: np.ndarray, weights: np.ndarray, min_score: float = 0.0
-) -> tuple[str | None, float | None]:
+def combine_gender(logits: np.ndarray, weights: np.ndarray, min_score: float = 0.0) -> tuple[str | None, float | None]:
     """(gender, gender_score percent) of an appearance, or (None, None).
 
     logits: (k,) calibrated log-odds of male of its judgeable faces; weights: (k,) face weights.
@@ -557,8 +558,9 @@ def _event_from_track(
     judge = is_judgeable(np.asarray(track.face_px), np.asarray(track.sharpness), settings)
     weights = np.asarray(track.weights)[judge]
     gender, gender_score = combine_gender(np.asarray(track.gender_logit)[judge], weights, settings.min_gender_score)
-    age, age_low, age_high = combine_age(np.asarray(track.age_probs).reshape(len(track.times), -1)[judge], weights,
-                                         settings.age_calibration)
+    age, age_low, age_high = combine_age(
+        np.asarray(track.age_probs).reshape(len(track.times), -1)[judge], weights, settings.age_calibration
+    )
     best = track.best_index
     x, y, w, h = clip_box(track.boxes[best], frame_width, frame_height)
     return Event(

@@ -55,8 +55,15 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 
     cv2.putText(image, text, origin, FONT, scale, colour, 1, cv2.LINE_AA)
 
 
-def _frame(title: str, x_label: str, y_label: str, axes: _Axes, x_ticks: Sequence[float],
-           y_ticks: Sequence[float], x_names: Sequence[str] | None = None) -> np.ndarray:
+def _frame(
+    title: str,
+    x_label: str,
+    y_label: str,
+    axes: _Axes,
+    x_ticks: Sequence[float],
+    y_ticks: Sequence[float],
+    x_names: Sequence[str] | None = None,
+) -> np.ndarray:
     image = np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)
     x0, y0, x1, y1 = axes.box
     for i, tick in enumerate(x_ticks):
@@ -86,9 +93,16 @@ def _dashed(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], colour, d
         cv2.line(image, p, q, colour, 1, cv2.LINE_AA)
 
 
-def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
-               x_range: tuple[float, float], y_range: tuple[float, float],
-               x_ticks: Sequence[float], y_ticks: Sequence[float]) -> np.ndarray:
+def line_chart(
+    series: Sequence[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    x_ticks: Sequence[float],
+    y_ticks: Sequence[float],
+) -> np.ndarray:
     """Lines (and optional markers) with a legend in the lower right; a BGR image."""
     axes = _Axes(x_range, y_range)
     image = _frame(title, x_label, y_label, axes, x_ticks, y_ticks)
@@ -112,8 +126,9 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
     return image
 
 
-def bar_chart(groups: Sequence[str], values: dict[str, Sequence[float]], title: str, y_label: str,
-              y_max: float, y_step: float) -> np.ndarray:
+def bar_chart(
+    groups: Sequence[str], values: dict[str, Sequence[float]], title: str, y_label: str, y_max: float, y_step: float
+) -> np.ndarray:
     """Side-by-side bars per group, one colour per key of ``values``; a BGR image."""
     axes = _Axes((-0.5, len(groups) - 0.5), (0.0, y_max))
     ticks = list(np.arange(0.0, y_max + 1e-9, y_step))

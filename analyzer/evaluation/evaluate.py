@@ -58,8 +58,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     reports = {}
     for name in classifiers:
-        analyzer = FaceAnalyzer(args.model_dir or default_model_dir(), detector=args.detector,
-                                classifier=name, device=args.device)
+        analyzer = FaceAnalyzer(
+            args.model_dir or default_model_dir(), detector=args.detector, classifier=name, device=args.device
+        )
         constants = quality.shipped_calibration(name)
         if args.fit:
             constants = quality.fit(quality.run_chips(analyzer, quality.half(faces, "fit")))
@@ -69,32 +70,44 @@ def run_evaluate(args: argparse.Namespace) -> int:
     text = quality.markdown(reports, args.half, args.detector)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps({"half": args.half, "detector": args.detector,
-                                                 "classifiers": reports}, indent=1) + "\n")
+    (out / "report.json").write_text(
+        json.dumps({"half": args.half, "detector": args.detector, "classifiers": reports}, indent=1) + "\n"
+    )
     charts = quality.write_charts(reports, out)
     sys.stdout.write(text)
-    sys.stdout.write(f"\nwritten: {out / 'report.md'}, {out / 'report.json'}, "
-                     + ", ".join(str(p) for p in charts) + "\n")
+    sys.stdout.write(
+        f"\nwritten: {out / 'report.md'}, {out / 'report.json'}, " + ", ".join(str(p) for p in charts) + "\n"
+    )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command to ``subparsers``."""
     parser = subparsers.add_parser(
-        "evaluate", help="measure gender, gender_score and age on a labelled folder of face images",
+        "evaluate",
+        help="measure gender, gender_score and age on a labelled folder of face images",
         description="Run every image of a labelled folder (MANIFEST.tsv + images/, as ../shared/data/utkface_eval) "
         "through the detector and classifier; print and write gender accuracy (overall, per age bin, race and "
-        "pose), calibration, accuracy at coverage, age MAE and age-range coverage, with PNG charts.")
+        "pose), calibration, accuracy at coverage, age MAE and age-range coverage, with PNG charts.",
+    )
     parser.add_argument("folder", help="folder with MANIFEST.tsv and images/ (the utkface_eval layout)")
-    parser.add_argument("--classifier", action="append", choices=tuple(CLASSIFIERS),
-                        help=f"gender-age model; repeat to compare (default {DEFAULT_CLASSIFIER})")
+    parser.add_argument(
+        "--classifier",
+        action="append",
+        choices=tuple(CLASSIFIERS),
+        help=f"gender-age model; repeat to compare (default {DEFAULT_CLASSIFIER})",
+    )
     parser.add_argument("--detector", choices=DETECTORS, default="retinaface", help="face detector")
-    parser.add_argument("--half", choices=HALVES, default="held-out",
-                        help="faces to report on (default held-out: the half nothing was fitted on)")
-    parser.add_argument("--fit", action="store_true",
-                        help="fit temperature, min gender score and age interval on the fit half first")
+    parser.add_argument(
+        "--half",
+        choices=HALVES,
+        default="held-out",
+        help="faces to report on (default held-out: the half nothing was fitted on)",
+    )
+    parser.add_argument(
+        "--fit", action="store_true", help="fit temperature, min gender score and age interval on the fit half first"
+    )
     parser.add_argument("--out", default="evaluation", help="folder for report.md, report.json and PNGs")
     parser.add_argument("--model-dir", default=None, help="folder with the weight files")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.set_defaults(handler=run_evaluate)
-

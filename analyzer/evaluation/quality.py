@@ -66,16 +66,18 @@ class ChipOutputs:
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """(is_male, age) label arrays."""
-        return (np.array([f.is_male for f in self.faces], bool),
-                np.array([f.age for f in self.faces], np.float64))
+        return (np.array([f.is_male for f in self.faces], bool), np.array([f.age for f in self.faces], np.float64))
 
 
 def shipped_calibration(classifier: str) -> Calibration:
     """The constants the worker uses for ``classifier``."""
     from models.weights import classifier_config
 
-    return Calibration(classifier_config(classifier).gender_temperature, DEFAULT_MIN_GENDER_SCORE,
-                       calibration.AGE_CALIBRATIONS[classifier])
+    return Calibration(
+        classifier_config(classifier).gender_temperature,
+        DEFAULT_MIN_GENDER_SCORE,
+        calibration.AGE_CALIBRATIONS[classifier],
+    )
 
 
 def _read(face: evalset.EvalFace) -> np.ndarray:
@@ -127,9 +129,13 @@ def _analyze(analyzer: Any, images: list[np.ndarray]) -> tuple[list[dict | None]
         for k in range(len(found)):
             slot = rows[int(found.frame_index[k])]
             if best[slot] is None or found.scores[k] > best[slot]["det_score"]:
-                best[slot] = {"gender_logit": float(found.gender_logit[k]), "age_probs": found.age_probs[k],
-                              "det_score": float(found.scores[k]), "face_px": float(found.face_px[k]),
-                              "frontal": float(frontal_pose(found.landmarks[k : k + 1])[0])}
+                best[slot] = {
+                    "gender_logit": float(found.gender_logit[k]),
+                    "age_probs": found.age_probs[k],
+                    "det_score": float(found.scores[k]),
+                    "face_px": float(found.face_px[k]),
+                    "frontal": float(frontal_pose(found.landmarks[k : k + 1])[0]),
+                }
     return best, timings
 
 
@@ -140,8 +146,10 @@ def _per_face_seconds(timings: list[tuple[float, float, int]]) -> tuple[float, f
     batches = [(total, detect, faces) for total, detect, faces in timings if faces]
     if not batches:
         return math.nan, math.nan
-    return (float(np.median([(total - detect) / faces for total, detect, faces in batches])),
-            float(np.median([detect / faces for _, detect, faces in batches])))
+    return (
+        float(np.median([(total - detect) / faces for total, detect, faces in batches])),
+        float(np.median([detect / faces for _, detect, faces in batches])),
+    )
 
 
 def run_chips(analyzer: Any, faces: list[evalset.EvalFace]) -> ChipOutputs:
@@ -164,10 +172,15 @@ def run_chips(analyzer: Any, faces: list[evalset.EvalFace]) -> ChipOutputs:
 
     per_face, per_image = _per_face_seconds(timings)
     return ChipOutputs(
-        faces=list(faces), found=found, gender_logit=column("gender_logit"),
+        faces=list(faces),
+        found=found,
+        gender_logit=column("gender_logit"),
         age_probs=np.stack([b["age_probs"] if b is not None else nan_row for b in best]) if n else np.zeros((0, 1)),
-        det_score=column("det_score"), face_px=column("face_px"), frontal=column("frontal"),
-        seconds_per_face=per_face, detect_seconds_per_image=per_image,
+        det_score=column("det_score"),
+        face_px=column("face_px"),
+        frontal=column("frontal"),
+        seconds_per_face=per_face,
+        detect_seconds_per_image=per_image,
     )
 
 
@@ -221,17 +234,25 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
         table = {}
         for name in names:
             g = keys == name
-            table[name] = {"faces": int(g.sum()), "gender_accuracy": _share(right[g]),
-                           "age_mae": round(float(np.mean(np.abs(age[g] - ages[g]))), 2) if g.any() else None,
-                           "age_range_coverage": _share(inside[g]),
-                           "age_range_width": round(float(np.mean(high[g] - low[g])), 1) if g.any() else None}
+            table[name] = {
+                "faces": int(g.sum()),
+                "gender_accuracy": _share(right[g]),
+                "age_mae": round(float(np.mean(np.abs(age[g] - ages[g]))), 2) if g.any() else None,
+                "age_range_coverage": _share(inside[g]),
+                "age_range_width": round(float(np.mean(high[g] - low[g])), 1) if g.any() else None,
+            }
         return table
 
     n = len(outputs.faces)
     return {
-        "images": n, "detected": int(outputs.found.sum()), "missed": n - int(outputs.found.sum()),
-        "calibration": {"temperature": constants.temperature, "min_gender_score": constants.min_gender_score,
-                        "age": asdict(constants.age)},
+        "images": n,
+        "detected": int(outputs.found.sum()),
+        "missed": n - int(outputs.found.sum()),
+        "calibration": {
+            "temperature": constants.temperature,
+            "min_gender_score": constants.min_gender_score,
+            "age": asdict(constants.age),
+        },
         "gender": {
             "accuracy": _share(right),
             "accuracy_with_misses": round(float(right.sum()) / n, 4) if n else None,
@@ -239,11 +260,11 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
             "ece_points": round(calibration.expected_calibration_error(confidence, right), 2),
             "ece_points_uncalibrated": round(calibration.expected_calibration_error(raw_confidence, right), 2),
             "ece_points_noise_floor": round(calibration.ece_noise_floor(confidence), 2) if len(right) else None,
-            "answered_share": _share(answered), "answered_accuracy": _share(right[answered]),
+            "answered_share": _share(answered),
+            "answered_accuracy": _share(right[answered]),
             "reliability": calibration.reliability_bins(confidence, right),
             "reliability_uncalibrated": calibration.reliability_bins(raw_confidence, right),
-            "coverage_curve": [[round(float(c), 4), round(float(a), 4)]
-                               for c, a in zip(coverage[::5], accuracy[::5])],
+            "coverage_curve": [[round(float(c), 4), round(float(a), 4)] for c, a in zip(coverage[::5], accuracy[::5])],
         },
         "age": {
             "mae": round(float(np.mean(np.abs(age - ages))), 2) if len(ages) else None,
@@ -253,8 +274,10 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
         "by_age_bin": groups(bins, [evalset.age_bin(edge) for edge in evalset.AGE_BINS]),
         "by_race": groups(races, sorted(set(races.tolist()))),
         "by_pose": groups(poses, list(POSE_GROUPS)),
-        "seconds_per_face": {"classify": round(outputs.seconds_per_face, 5),
-                             "detect_per_image": round(outputs.detect_seconds_per_image, 5)},
+        "seconds_per_face": {
+            "classify": round(outputs.seconds_per_face, 5),
+            "detect_per_image": round(outputs.detect_seconds_per_image, 5),
+        },
     }
 
 
@@ -275,19 +298,30 @@ def markdown(reports: dict[str, dict[str, Any]], half: str, detector: str) -> st
     out += row("gender accuracy %", lambda r: _pct(r["gender"]["accuracy"]))
     out += row("gender accuracy %, misses wrong", lambda r: _pct(r["gender"]["accuracy_with_misses"]))
     out += row("gender accuracy % at 80 % coverage", lambda r: _pct(r["gender"]["accuracy_at_80_coverage"]))
-    out += row("ECE, points (uncalibrated; a perfect one would show)",
-               lambda r: f"{r['gender']['ece_points']:.1f} ({r['gender']['ece_points_uncalibrated']:.1f}; "
-                         f"{r['gender']['ece_points_noise_floor']:.1f})")
+    out += row(
+        "ECE, points (uncalibrated; a perfect one would show)",
+        lambda r: (
+            f"{r['gender']['ece_points']:.1f} ({r['gender']['ece_points_uncalibrated']:.1f}; "
+            f"{r['gender']['ece_points_noise_floor']:.1f})"
+        ),
+    )
     out += row("temperature T", lambda r: f"{r['calibration']['temperature']:g}")
     out += row("min gender score", lambda r: f"{r['calibration']['min_gender_score']:g}")
-    out += row("answered % / right % of answered",
-               lambda r: f"{_pct(r['gender']['answered_share'])} / {_pct(r['gender']['answered_accuracy'])}")
+    out += row(
+        "answered % / right % of answered",
+        lambda r: f"{_pct(r['gender']['answered_share'])} / {_pct(r['gender']['answered_accuracy'])}",
+    )
     out += row("age MAE, years", lambda r: f"{r['age']['mae']:.2f}")
-    out += row("age range: holds the age % / mean width",
-               lambda r: f"{_pct(r['age']['range_coverage'])} / {r['age']['range_width_mean']:.1f}")
-    out += row("ms per face (classify) / per image (detect)",
-               lambda r: f"{1000 * r['seconds_per_face']['classify']:.2f} / "
-                         f"{1000 * r['seconds_per_face']['detect_per_image']:.2f}")
+    out += row(
+        "age range: holds the age % / mean width",
+        lambda r: f"{_pct(r['age']['range_coverage'])} / {r['age']['range_width_mean']:.1f}",
+    )
+    out += row(
+        "ms per face (classify) / per image (detect)",
+        lambda r: (
+            f"{1000 * r['seconds_per_face']['classify']:.2f} / {1000 * r['seconds_per_face']['detect_per_image']:.2f}"
+        ),
+    )
     for key, title in (("by_age_bin", "age bin"), ("by_race", "race"), ("by_pose", "pose (frontal measure)")):
         groups = list(reports[names[0]][key])
         out += f"\nBy {title}: gender accuracy % / age MAE / age range holds % (width)\n\n"
@@ -296,8 +330,10 @@ def markdown(reports: dict[str, dict[str, Any]], half: str, detector: str) -> st
             cells = []
             for n in names:
                 r = reports[n][key][g]
-                cells.append(f"{_pct(r['gender_accuracy'])} / {r['age_mae']} / "
-                             f"{_pct(r['age_range_coverage'])} ({r['age_range_width']})")
+                cells.append(
+                    f"{_pct(r['gender_accuracy'])} / {r['age_mae']} / "
+                    f"{_pct(r['age_range_coverage'])} ({r['age_range_width']})"
+                )
             out += f"| {g} | {reports[names[0]][key][g]['faces']} | " + " | ".join(cells) + " |\n"
     return out
 
@@ -306,11 +342,22 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
     """The accuracy-coverage curve, reliability diagram and age-MAE-per-bin chart as PNGs."""
     from analyzer.evaluation import charts
 
-    curves = [charts.Series([c for c, _ in r["gender"]["coverage_curve"]], [a for _, a in r["gender"]["coverage_curve"]],
-                            name) for name, r in reports.items()]
-    coverage = charts.line_chart(curves, "Gender accuracy when only the most confident faces are answered",
-                                 "share of faces answered", "accuracy", (0.0, 1.0), (0.7, 1.0),
-                                 [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0])
+    curves = [
+        charts.Series(
+            [c for c, _ in r["gender"]["coverage_curve"]], [a for _, a in r["gender"]["coverage_curve"]], name
+        )
+        for name, r in reports.items()
+    ]
+    coverage = charts.line_chart(
+        curves,
+        "Gender accuracy when only the most confident faces are answered",
+        "share of faces answered",
+        "accuracy",
+        (0.0, 1.0),
+        (0.7, 1.0),
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        [0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0],
+    )
     lines = [charts.Series([0.5, 1.0], [0.5, 1.0], "perfectly calibrated", dashed=True)]
     for i, (name, r) in enumerate(reports.items()):
         kinds = [("reliability", f"{name}", False)]
@@ -318,18 +365,40 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
             kinds.append(("reliability_uncalibrated", f"{name}, T = 1", True))
         for key, label, dashed in kinds:
             rows = r["gender"][key]
-            lines.append(charts.Series([b["confidence"] for b in rows], [b["accuracy"] for b in rows], label,
-                                       markers=True, sizes=[b["count"] for b in rows], dashed=dashed))
-    reliability = charts.line_chart(lines, "Reliability: share right per gender-score bin (dot size: faces)",
-                                    "gender score (mean in bin)", "share right", (0.5, 1.0), (0.3, 1.0),
-                                    [0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+            lines.append(
+                charts.Series(
+                    [b["confidence"] for b in rows],
+                    [b["accuracy"] for b in rows],
+                    label,
+                    markers=True,
+                    sizes=[b["count"] for b in rows],
+                    dashed=dashed,
+                )
+            )
+    reliability = charts.line_chart(
+        lines,
+        "Reliability: share right per gender-score bin (dot size: faces)",
+        "gender score (mean in bin)",
+        "share right",
+        (0.5, 1.0),
+        (0.3, 1.0),
+        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    )
     bins = [evalset.age_bin(edge) for edge in evalset.AGE_BINS]
-    mae = charts.bar_chart(bins, {name: [r["by_age_bin"][b]["age_mae"] or math.nan for b in bins]
-                                  for name, r in reports.items()},
-                           "Age mean absolute error per age bin", "years", 20.0, 5.0)
-    return [charts.save(coverage, folder / "accuracy-coverage.png"),
-            charts.save(reliability, folder / "reliability.png"),
-            charts.save(mae, folder / "age-mae-by-bin.png")]
+    mae = charts.bar_chart(
+        bins,
+        {name: [r["by_age_bin"][b]["age_mae"] or math.nan for b in bins] for name, r in reports.items()},
+        "Age mean absolute error per age bin",
+        "years",
+        20.0,
+        5.0,
+    )
+    return [
+        charts.save(coverage, folder / "accuracy-coverage.png"),
+        charts.save(reliability, folder / "reliability.png"),
+        charts.save(mae, folder / "age-mae-by-bin.png"),
+    ]
 
 
 def half(faces: list[evalset.EvalFace], name: str) -> list[evalset.EvalFace]:

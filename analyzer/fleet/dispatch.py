@@ -54,8 +54,6 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from analyzer.errors import AnalyzerError, InfrastructureError, InputRejected, SettingsError
-from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
-from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from analyzer.fleet.submit import (
     JOB_DEFINITION_ENV,
     JOB_QUEUE_ENV,
@@ -63,6 +61,8 @@ from analyzer.fleet.submit import (
     submit_request,
     video_job_request,
 )
+from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
+from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -325,8 +325,9 @@ class VideoLookup:
         candidates = [obj.key] + ([f"s3://{obj.bucket}/{obj.key}"] if obj.bucket else [])
         try:
             if self._conn is None:
-                self._conn = psycopg.connect(self.settings.database_url, autocommit=True,
-                                             connect_timeout=DB_CONNECT_TIMEOUT)
+                self._conn = psycopg.connect(
+                    self.settings.database_url, autocommit=True, connect_timeout=DB_CONNECT_TIMEOUT
+                )
             rows = self._conn.execute(self._query(), (candidates,)).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             raise SettingsError(f"videos table lookup: {exc.diag.message_primary}") from exc
@@ -364,9 +365,13 @@ def find_conflicts(requests: list[Request], result: DispatchResult) -> list[Requ
                 continue
             conflicted.update(id(r) for r in named)
             messages = sorted({r.message_id for r in named})
-            log.error("conflict: %s is given video ids %s by messages %s in one batch; all %d "
-                      "returned to the queue", _object_label(request.obj), ids, ", ".join(messages),
-                      len(messages))
+            log.error(
+                "conflict: %s is given video ids %s by messages %s in one batch; all %d returned to the queue",
+                _object_label(request.obj),
+                ids,
+                ", ".join(messages),
+                len(messages),
+            )
             for message_id in messages:
                 result.fail(message_id)
     return [r for r in requests if id(r) not in conflicted and r.message_id not in result.failures]
@@ -392,17 +397,23 @@ def resolve(
             elif (from_key := id_from_key(request.obj.key, key_pattern)) is not None:
                 request.video_id, request.source = from_key, KEY_ID_PATTERN_ENV
             else:
-                raise InputRejected("no video id: no body video.id, no video_id attribute, "
-                                    "no videos-table row" + ("" if key_pattern is not None else
-                                    f", no {KEY_ID_PATTERN_ENV} set"))
-        except Exception as exc:  # noqa: BLE001 - one request's trouble is its own
+                raise InputRejected(
+                    "no video id: no body video.id, no video_id attribute, "
+                    "no videos-table row" + ("" if key_pattern is not None else f", no {KEY_ID_PATTERN_ENV} set")
+                )
+        except Exception as exc:  # one request's trouble is its own
             _log_failure(request.message_id, f"{_object_label(request.obj)}: ", exc)
             result.fail(request.message_id)
             continue
         resolved.append(request)
     for request in resolved:
-        log.info("message %s: video %d from %s (%s)", request.message_id, request.video_id,
-                 request.source, _object_label(request.obj))
+        log.info(
+            "message %s: video %d from %s (%s)",
+            request.message_id,
+            request.video_id,
+            request.source,
+            _object_label(request.obj),
+        )
     return resolved
 
 
@@ -411,8 +422,14 @@ def _log_failure(message_id: str, prefix: str, exc: Exception) -> None:
     if isinstance(exc, AnalyzerError):
         log.error("message %s: %s%s", message_id, prefix, exc)
     else:
-        log.error("message %s: %sunexpected %s: %s; returned to the queue", message_id, prefix,
-                  type(exc).__name__, str(exc)[:200], exc_info=exc)
+        log.error(
+            "message %s: %sunexpected %s: %s; returned to the queue",
+            message_id,
+            prefix,
+            type(exc).__name__,
+            str(exc)[:200],
+            exc_info=exc,
+        )
 
 
 def group_by_video(requests: Iterable[Request], result: DispatchResult) -> dict[int, list[Request]]:
@@ -421,9 +438,13 @@ def group_by_video(requests: Iterable[Request], result: DispatchResult) -> dict[
     for request in requests:
         group = groups.setdefault(request.video_id, [])
         if group and not group[0].obj.same_as(request.obj):
-            log.error("message %s: video %d named with key %s, but also with %s in this batch",
-                      request.message_id, request.video_id, _object_label(request.obj),
-                      _object_label(group[0].obj))
+            log.error(
+                "message %s: video %d named with key %s, but also with %s in this batch",
+                request.message_id,
+                request.video_id,
+                _object_label(request.obj),
+                _object_label(group[0].obj),
+            )
             result.fail(request.message_id)
             continue
         group.append(request)
@@ -456,34 +477,44 @@ def dispatch(
         message_id = _message_id(record)
         if message_id is None:
             unreportable += 1
-            log.error("record %d of the batch has no messageId: it cannot be returned to the queue "
-                      "on its own; the whole batch will be", number)
+            log.error(
+                "record %d of the batch has no messageId: it cannot be returned to the queue "
+                "on its own; the whole batch will be",
+                number,
+            )
             continue
         try:
             requests.extend(parse_message(record))
-        except Exception as exc:  # noqa: BLE001 - one poison record never fails the batch
+        except Exception as exc:  # one poison record never fails the batch
             _log_failure(message_id, "", exc)
             result.fail(message_id)
     groups = group_by_video(resolve(requests, lookup, result, settings.key_id_pattern), result)
     for video_id, group in groups.items():
         obj = next((r.obj for r in group if r.obj.bucket), group[0].obj)
         try:
-            request = video_job_request(VideoJob(video_id, obj.key, obj.bucket),
-                                        job_queue=settings.job_queue,
-                                        job_definition=settings.job_definition)
+            request = video_job_request(
+                VideoJob(video_id, obj.key, obj.bucket),
+                job_queue=settings.job_queue,
+                job_definition=settings.job_definition,
+            )
             result.jobs[video_id] = submit_request(batch_client, request)
-        except Exception as exc:  # noqa: BLE001 - this video's messages go back, not the batch
+        except Exception as exc:  # this video's messages go back, not the batch
             _log_failure(", ".join(r.message_id for r in group), f"video {video_id}: ", exc)
             for r in group:
                 result.fail(r.message_id)
             continue
         if len(group) > 1:
             log.info("video %d: %d messages merged into one job", video_id, len(group))
-    log.info("batch of %d messages: jobs submitted %d, messages returned to the queue %d",
-             len(records), len(result.jobs), len(result.failures))
+    log.info(
+        "batch of %d messages: jobs submitted %d, messages returned to the queue %d",
+        len(records),
+        len(result.jobs),
+        len(result.failures),
+    )
     if unreportable:
-        raise UnreportableRecords(f"{unreportable} record(s) without a messageId: the whole batch "
-                                  "goes back to the queue")
+        raise UnreportableRecords(
+            f"{unreportable} record(s) without a messageId: the whole batch goes back to the queue"
+        )
     return result
 
 

@@ -102,8 +102,7 @@ def parse_manifest(text: str, source: str = "<manifest>") -> list[ManifestRow]:
     for number, row in enumerate(rows, start=1):
         if row.video_id in first_line:
             raise SettingsError(
-                f"{source} line {number}: video_id {row.video_id} already listed on line "
-                f"{first_line[row.video_id]}"
+                f"{source} line {number}: video_id {row.video_id} already listed on line {first_line[row.video_id]}"
             )
         first_line[row.video_id] = number
     return rows

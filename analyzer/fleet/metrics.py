@@ -105,8 +105,7 @@ def build_run_metrics(
     for kind, name in COUNTERS.items():
         doc[name] = 1 if outcome is kind else 0
         metrics.append({"Name": name, "Unit": "Count"})
-    given = {"frames": frames, "faces": faces, "events": events, "seconds": seconds,
-             "realtime_factor": realtime_factor}
+    given = {"frames": frames, "faces": faces, "events": events, "seconds": seconds, "realtime_factor": realtime_factor}
     for name, (keyword, unit) in MEASURES.items():
         value = given[keyword]
         if value is None:
@@ -120,11 +119,13 @@ def build_run_metrics(
     directives = [{"Namespace": namespace, "Dimensions": [[QUEUE_DIMENSION]], "Metrics": metrics}]
     if outcome is Outcome.FAILED:
         doc[EXIT_CODE_DIMENSION] = str(int(exit_code))
-        directives.append({
-            "Namespace": namespace,
-            "Dimensions": [[QUEUE_DIMENSION, EXIT_CODE_DIMENSION]],
-            "Metrics": [{"Name": COUNTERS[Outcome.FAILED], "Unit": "Count"}],
-        })
+        directives.append(
+            {
+                "Namespace": namespace,
+                "Dimensions": [[QUEUE_DIMENSION, EXIT_CODE_DIMENSION]],
+                "Metrics": [{"Name": COUNTERS[Outcome.FAILED], "Unit": "Count"}],
+            }
+        )
     for key, value in (properties or {}).items():
         if key in doc or key == "_aws":
             raise ValueError(f"property {key!r} clashes with a metric or dimension name")
@@ -157,8 +158,15 @@ def emit_run_metrics(
     the run's exit code.
     """
     doc = build_run_metrics(
-        outcome, exit_code, queue=queue, frames=frames, faces=faces, events=events,
-        seconds=seconds, realtime_factor=realtime_factor, namespace=namespace,
+        outcome,
+        exit_code,
+        queue=queue,
+        frames=frames,
+        faces=faces,
+        events=events,
+        seconds=seconds,
+        realtime_factor=realtime_factor,
+        namespace=namespace,
         properties=properties,
     )
     line = json.dumps(doc, separators=(",", ":"), allow_nan=False, default=str)

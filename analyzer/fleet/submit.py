@@ -162,8 +162,7 @@ def submit_request(batch_client: Any, request: dict[str, Any]) -> str:
         raise InfrastructureError(what) from exc
     except BotoCoreError as exc:
         raise InfrastructureError(f"job {request['jobName']}: Batch unreachable ({exc})") from exc
-    log.info("job %s: submitted as %s to %s", request["jobName"], response["jobId"],
-             request["jobQueue"])
+    log.info("job %s: submitted as %s to %s", request["jobName"], response["jobId"], request["jobQueue"])
     return response["jobId"]
 
 
@@ -221,7 +220,7 @@ def plan_backfill(
     if len(rows) == 1:
         only = rows[0]
         return Plan([], [video_job_request(VideoJob(only.video_id, only.key), **common)])
-    parts = [rows[i:i + max_array_size] for i in range(0, len(rows), max_array_size)]
+    parts = [rows[i : i + max_array_size] for i in range(0, len(rows), max_array_size)]
     base = name or backfill_name(manifest)
     if len(parts) == 1 and is_s3_uri(manifest) and upload_to is None:
         return Plan([], [array_job_request(manifest, len(rows), name=base, **common)])
@@ -249,8 +248,9 @@ def execute_plan(plan: Plan, batch_client: Any, s3_client: Any) -> list[str]:
     for upload in plan.uploads:
         bucket, key = split_s3_uri(upload.uri)
         with s3_errors(f"manifest upload {upload.uri}", not_found=SettingsError):
-            s3_client.put_object(Bucket=bucket, Key=key, Body=upload.text.encode("utf-8"),
-                                 ContentType="application/x-ndjson")
+            s3_client.put_object(
+                Bucket=bucket, Key=key, Body=upload.text.encode("utf-8"), ContentType="application/x-ndjson"
+            )
         log.info("manifest %s: uploaded", upload.uri)
     return [submit_request(batch_client, request) for request in plan.requests]
 
@@ -260,16 +260,24 @@ def execute_plan(plan: Plan, batch_client: Any, s3_client: Any) -> list[str]:
 DEFAULT_STALE_AFTER_S = 600.0  # far above a live worker's heartbeat gap (30 s at the default settings)
 
 
-def plan_stale(rows: Sequence[dict[str, Any]], *, job_queue: str, job_definition: str,
-               extra_env: dict[str, str] | None = None) -> Plan:
+def plan_stale(
+    rows: Sequence[dict[str, Any]], *, job_queue: str, job_definition: str, extra_env: dict[str, str] | None = None
+) -> Plan:
     """One video job per ``store.stale_runs`` row (its stored key; the bucket: the job default)."""
     common = {"job_queue": job_queue, "job_definition": job_definition, "extra_env": extra_env}
     if not rows:
         log.info("no video needs resubmitting", extra={"action": "stale_run"})
     for row in rows:
-        log.info("video %s: %s (job %s, exit code %s, silent %.0f s): %s", row["video_id"], row["status"],
-                 row["batch_job_id"], row["exit_code"], row["silent_s"], row["error"] or "no error recorded",
-                 extra={"action": "stale_run"})
+        log.info(
+            "video %s: %s (job %s, exit code %s, silent %.0f s): %s",
+            row["video_id"],
+            row["status"],
+            row["batch_job_id"],
+            row["exit_code"],
+            row["silent_s"],
+            row["error"] or "no error recorded",
+            extra={"action": "stale_run"},
+        )
     return Plan([], [video_job_request(VideoJob(int(row["video_id"]), row["input_key"]), **common) for row in rows])
 
 
@@ -301,28 +309,49 @@ def register(subparsers: Any) -> None:
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--video-id", help="video id of a single job (with --key)")
-    what.add_argument("--manifest", metavar="FILE|s3://",
-                      help="JSON Lines manifest of {video_id, key} rows: array job(s)")
-    what.add_argument("--stale", action="store_true",
-                      help="one job per video whose last run died or gave up (needs DATABASE_URL)")
-    parser.add_argument("--older-than", type=float, default=DEFAULT_STALE_AFTER_S, metavar="SECONDS",
-                        help=f"--stale: running rows silent this long (default {DEFAULT_STALE_AFTER_S:.0f})")
+    what.add_argument(
+        "--manifest", metavar="FILE|s3://", help="JSON Lines manifest of {video_id, key} rows: array job(s)"
+    )
+    what.add_argument(
+        "--stale", action="store_true", help="one job per video whose last run died or gave up (needs DATABASE_URL)"
+    )
+    parser.add_argument(
+        "--older-than",
+        type=float,
+        default=DEFAULT_STALE_AFTER_S,
+        metavar="SECONDS",
+        help=f"--stale: running rows silent this long (default {DEFAULT_STALE_AFTER_S:.0f})",
+    )
     parser.add_argument("--limit", type=int, help="--stale: at most this many videos, oldest first")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="--stale: PostgreSQL URL [$DATABASE_URL]")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL"), help="--stale: PostgreSQL URL [$DATABASE_URL]"
+    )
     parser.add_argument("--key", help="S3 key or s3://bucket/key of the single video")
     parser.add_argument("--bucket", help="bucket of --key when not the job definition's S3_BUCKET")
-    parser.add_argument("--upload-to", metavar="s3://BUCKET/PREFIX/",
-                        help="where to upload the manifest part(s) that array children read")
+    parser.add_argument(
+        "--upload-to",
+        metavar="s3://BUCKET/PREFIX/",
+        help="where to upload the manifest part(s) that array children read",
+    )
     parser.add_argument("--job-name", help="array job name (default video-backfill-<manifest stem>)")
-    parser.add_argument("--job-queue", default=os.environ.get(JOB_QUEUE_ENV),
-                        help=f"Batch job queue (env {JOB_QUEUE_ENV})")
-    parser.add_argument("--job-definition", default=os.environ.get(JOB_DEFINITION_ENV),
-                        help=f"Batch job definition, name[:revision] or ARN (env {JOB_DEFINITION_ENV})")
-    parser.add_argument("--env", action="append", type=_env_pair, metavar="NAME=VALUE",
-                        help="extra environment for the job(s); repeatable")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the uploads and SubmitJob requests as JSON lines; submit nothing")
+    parser.add_argument(
+        "--job-queue", default=os.environ.get(JOB_QUEUE_ENV), help=f"Batch job queue (env {JOB_QUEUE_ENV})"
+    )
+    parser.add_argument(
+        "--job-definition",
+        default=os.environ.get(JOB_DEFINITION_ENV),
+        help=f"Batch job definition, name[:revision] or ARN (env {JOB_DEFINITION_ENV})",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        type=_env_pair,
+        metavar="NAME=VALUE",
+        help="extra environment for the job(s); repeatable",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the uploads and SubmitJob requests as JSON lines; submit nothing"
+    )
     parser.set_defaults(handler=run_submit)
 
 
@@ -343,17 +372,24 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
         except ValueError as exc:
             raise SettingsError(f"--video-id {exc}") from None
         job = VideoJob(video_id, args.key, args.bucket)
-        return Plan([], [video_job_request(job, job_queue=args.job_queue,
-                                           job_definition=args.job_definition,
-                                           extra_env=extra_env)])
+        return Plan(
+            [],
+            [video_job_request(job, job_queue=args.job_queue, job_definition=args.job_definition, extra_env=extra_env)],
+        )
     if args.key or args.bucket:
         raise SettingsError("--key/--bucket apply to --video-id; a manifest row carries its key")
     from analyzer.fleet.manifest import read_manifest
 
     rows = read_manifest(args.manifest, s3_client if is_s3_uri(args.manifest) else None)
-    return plan_backfill(rows, args.manifest, job_queue=args.job_queue,
-                         job_definition=args.job_definition, upload_to=args.upload_to,
-                         name=args.job_name, extra_env=extra_env)
+    return plan_backfill(
+        rows,
+        args.manifest,
+        job_queue=args.job_queue,
+        job_definition=args.job_definition,
+        upload_to=args.upload_to,
+        name=args.job_name,
+        extra_env=extra_env,
+    )
 
 
 def _build_stale_plan(args: argparse.Namespace, extra_env: dict[str, str]) -> Plan:
@@ -377,8 +413,10 @@ def _masked(request: dict[str, Any]) -> dict[str, Any]:
     from analyzer.logs import mask_secret_value
 
     overrides = request.get("containerOverrides", {})
-    environment = [{"name": item["name"], "value": mask_secret_value(item["name"], item["value"])}
-                   for item in overrides.get("environment", [])]
+    environment = [
+        {"name": item["name"], "value": mask_secret_value(item["name"], item["value"])}
+        for item in overrides.get("environment", [])
+    ]
     return {**request, "containerOverrides": {**overrides, "environment": environment}}
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from analyzer import logs
 from analyzer.analysis.control import Control
@@ -33,6 +34,7 @@ STALE_AFTER_BEATS = 6  # heartbeats a lock holder may miss before a duplicate pr
 
 
 AnalyzeFn = Callable[[Path, Settings, Control], AnalysisResult]
+StoreFactory = Callable[[Settings, str], Any]  # a Store or a MemoryStore (analyzer.store.memory)
 
 
 class _RunControl:
@@ -58,15 +60,32 @@ def model_version(settings: Settings) -> str:
     return version(settings.detector, settings.classifier)
 
 
+def postgres_store(settings: Settings, name: str) -> Any:
+    """The PostgreSQL store at DATABASE_URL (psycopg loads here, not at import)."""
+    from analyzer.store.postgres import Store
+
+    return Store(str(settings.database_url), name)
+
+
 def application_name(settings: Settings) -> str:
     """How this run shows in pg_stat_activity (and so to a duplicate that finds the lock taken)."""
     return f"analyzer:job={settings.batch_job_id or 'local'}:pid={os.getpid()}"
 
 
 class Job:
-    def __init__(self, settings: Settings, analyze: AnalyzeFn | None = None) -> None:
+    """One run of the job.
+
+    Args:
+        settings: the resolved settings.
+        analyze: the analysis step (``pipeline.analyze_video`` by default).
+        store: makes the run's store from the settings and the session's name; by default the
+            PostgreSQL store at DATABASE_URL when it is set (else the local run: a file lock, JSON).
+    """
+
+    def __init__(self, settings: Settings, analyze: AnalyzeFn | None = None, store: StoreFactory | None = None) -> None:
         self.settings = settings
         self._analyze = analyze
+        self._store_factory = store
         self.summary: dict[str, object] = {"outcome": "failed"}
         self._workdir: Path | None = None  # this run's temp folder (the download), removed on any exit
         self._on_interrupt: Callable[[], None] | None = None  # the forced exit's status write
@@ -77,7 +96,7 @@ class Job:
             signals.on_force = self._forced_exit
             control = _RunControl(signals)
             try:
-                if s.database_url:
+                if s.database_url or self._store_factory is not None:
                     return self._run_with_database(control)
                 return self._run_locally(control)
             except AnalyzerError as exc:
@@ -109,14 +128,10 @@ class Job:
     # With PostgreSQL: the exactly-once protocol
 
     def _run_with_database(self, control: _RunControl) -> ExitCode:
-        from analyzer.store.migrate import migrate
-        from analyzer.store.postgres import Heartbeat, Store
-
         s = self.settings
-        app_name = application_name(s)
-        store = Store(str(s.database_url), app_name)
+        store = (self._store_factory or postgres_store)(s, application_name(s))
         try:
-            migrate(store.conn)
+            store.migrate()
             if not self._lock(store):
                 return ExitCode.OK
             self._check_videos_table(store)
@@ -124,15 +139,19 @@ class Job:
             fingerprint = self._fingerprint()
             if self._already_done(store.get_analysis(s.video_id), fingerprint, version):
                 return ExitCode.OK
-            run_id = store.begin_run(s.video_id, input_key=s.video_key, fingerprint=fingerprint,
-                                     model_version=version, batch_job_id=s.batch_job_id,
-                                     batch_attempt=s.batch_attempt)
+            run_id = store.begin_run(
+                s.video_id,
+                input_key=s.video_key,
+                fingerprint=fingerprint,
+                model_version=version,
+                batch_job_id=s.batch_job_id,
+                batch_attempt=s.batch_attempt,
+            )
             logs.CONTEXT["run_id"] = run_id
             started = time.monotonic()
             self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id, time.monotonic() - started)
             log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
-            heartbeat = Heartbeat(str(s.database_url), app_name, s.video_id, run_id, store.backend_pid,
-                                  s.heartbeat_interval)
+            heartbeat = store.heartbeat(s.video_id, run_id, s.heartbeat_interval)
             control.heartbeat = heartbeat
             heartbeat.start()
             try:
@@ -141,8 +160,14 @@ class Job:
                 heartbeat.stop()
                 store.write_events(s.video_id, run_id, result.events, version, result.frames, result.faces)
             except Exception as exc:  # known or not, the status row says why the run ended
-                _record_failure(store, s.video_id, run_id, exc, stopped=control.signals.stop.is_set(),
-                                seconds=time.monotonic() - started)
+                _record_failure(
+                    store,
+                    s.video_id,
+                    run_id,
+                    exc,
+                    stopped=control.signals.stop.is_set(),
+                    seconds=time.monotonic() - started,
+                )
                 raise
             finally:
                 heartbeat.stop()
@@ -176,7 +201,8 @@ class Job:
             raise InfrastructureError(
                 f"video {s.video_id}: the lock is held by {holder['application_name'] or 'an unnamed session'}"
                 f" (backend {holder['pid']}), silent for {silent:.0f} s (stale after"
-                f" {stale_after_s(s):.0f} s): it may be dead; not skipping as a duplicate, retry later")
+                f" {stale_after_s(s):.0f} s): it may be dead; not skipping as a duplicate, retry later"
+            )
         self._skip_duplicate(holder=holder["application_name"] if holder else None)
         return False
 
@@ -188,18 +214,27 @@ class Job:
         """
         s = self.settings
         table = s.videos_table or DEFAULT_VIDEOS_TABLE
-        checked = store.check_video_row(table, s.videos_id_column, s.videos_key_column, s.video_id, s.video_key,
-                                        required=s.videos_table is not None)
+        checked = store.check_video_row(
+            table, s.videos_id_column, s.videos_key_column, s.video_id, s.video_key, required=s.videos_table is not None
+        )
         if checked:
             log.info("video %s: checked against table %s", s.video_id, table, extra={"action": "videos_guard"})
         else:
-            log.info("video %s: videos-table guard off: no table %s (set VIDEOS_TABLE to require one)",
-                     s.video_id, table, extra={"action": "videos_guard"})
+            log.info(
+                "video %s: videos-table guard off: no table %s (set VIDEOS_TABLE to require one)",
+                s.video_id,
+                table,
+                extra={"action": "videos_guard"},
+            )
 
     def _skip_duplicate(self, holder: str | None) -> None:
         self.summary = {"outcome": "duplicate"}
-        log.info("video %s: duplicate run skipped; the lock is held by %s", self.settings.video_id,
-                 holder or "another run", extra={"action": "duplicate_skipped", "holder": holder})
+        log.info(
+            "video %s: duplicate run skipped; the lock is held by %s",
+            self.settings.video_id,
+            holder or "another run",
+            extra={"action": "duplicate_skipped", "holder": holder},
+        )
 
     def _fingerprint(self) -> str:
         from analyzer.source.inputs import head_input
@@ -214,8 +249,12 @@ class Job:
         same = previous["input_fingerprint"] == fingerprint and previous["model_version"] == version
         if same and not s.force:
             self.summary = {"outcome": "already_done"}
-            log.info("video %s: already analysed (run %s, same input and model); skipped; --force re-analyses",
-                     s.video_id, previous["run_id"], extra={"action": "already_done"})
+            log.info(
+                "video %s: already analysed (run %s, same input and model); skipped; --force re-analyses",
+                s.video_id,
+                previous["run_id"],
+                extra={"action": "already_done"},
+            )
             return True
         return False
 
@@ -227,8 +266,9 @@ class Job:
         started = time.monotonic()
         self._workdir = Path(tempfile.mkdtemp(prefix="analyzer-run-"))
         try:
-            with fetch_input(s.video_key, s.s3_bucket, s.s3_endpoint_url, workdir=self._workdir,
-                             fingerprint=fingerprint) as local:
+            with fetch_input(
+                s.video_key, s.s3_bucket, s.s3_endpoint_url, workdir=self._workdir, fingerprint=fingerprint
+            ) as local:
                 control.check()
                 result = analyze(local.path, s, control)
         finally:
@@ -240,10 +280,21 @@ class Job:
         """After the events are stored: JSON output (if asked) and the summary line."""
         if self.settings.json_path is not None or stdout_json:
             _write_json(result, self.settings.json_path)
-        self.summary = {"outcome": "succeeded", "frames": result.frames, "faces": result.faces,
-                        "events": len(result.events), **result.stats}
-        log.info("video %s: succeeded: %s frames, %s faces, %s events", self.settings.video_id,
-                 result.frames, result.faces, len(result.events), extra={"action": "summary", **self.summary})
+        self.summary = {
+            "outcome": "succeeded",
+            "frames": result.frames,
+            "faces": result.faces,
+            "events": len(result.events),
+            **result.stats,
+        }
+        log.info(
+            "video %s: succeeded: %s frames, %s faces, %s events",
+            self.settings.video_id,
+            result.frames,
+            result.faces,
+            len(result.events),
+            extra={"action": "summary", **self.summary},
+        )
 
 
 def stale_after_s(settings: Settings) -> float:
@@ -251,8 +302,9 @@ def stale_after_s(settings: Settings) -> float:
     return STALE_AFTER_BEATS * settings.heartbeat_interval
 
 
-def _record_failure(store, video_id: int, run_id: str, exc: Exception, stopped: bool = False,
-                    seconds: float = 0.0) -> None:
+def _record_failure(
+    store, video_id: int, run_id: str, exc: Exception, stopped: bool = False, seconds: float = 0.0
+) -> None:
     """Best effort: the status row says why the run ended (if this run still owns it), and when:
     a stop after as long as the job's attempt timeout was most likely that timeout."""
     if isinstance(exc, LockLost) and not stopped:
@@ -271,7 +323,9 @@ def _record_failure(store, video_id: int, run_id: str, exc: Exception, stopped: 
 def _mark_interrupted(store, video_id: int, run_id: str, seconds: float) -> None:
     """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised."""
     try:
-        store.interrupt(video_id, run_id, f"stopped by signal: forced exit after the grace period (after {seconds:.0f} s)")
+        store.interrupt(
+            video_id, run_id, f"stopped by signal: forced exit after the grace period (after {seconds:.0f} s)"
+        )
     except InfrastructureError as exc:
         log.warning("video %s: could not mark the run interrupted: %s", video_id, exc)
 
@@ -294,8 +348,9 @@ def file_lock(path: Path) -> Iterator[bool]:
 
 def _write_json(result: AnalysisResult, path: Path | None) -> None:
     """The events as a JSON document, to a file (atomically) or to stdout."""
-    document = json.dumps({"events": [e.as_dict() for e in result.events], "frames": result.frames,
-                           "faces": result.faces}, indent=2)
+    document = json.dumps(
+        {"events": [e.as_dict() for e in result.events], "frames": result.frames, "faces": result.faces}, indent=2
+    )
     if path is None or str(path) == "-":
         sys.stdout.write(document + "\n")
         sys.stdout.flush()

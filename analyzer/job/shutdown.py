@@ -35,13 +35,14 @@ class StopSignals:
         self._done = threading.Event()
         self._old_mask: set[signal.Signals] = set()
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         threading.Thread(target=self._watch, name="signals", daemon=True).start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._done.set()
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
 

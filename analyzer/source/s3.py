@@ -42,16 +42,35 @@ _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: never part of an uploaded file's key
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
-DENIED_CODES = frozenset({
-    "403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "AllAccessDisabled", "AccountProblem", "InvalidToken", "ExpiredToken", "InvalidObjectState",
-})
+DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidToken",
+        "ExpiredToken",
+        "InvalidObjectState",
+    }
+)
 CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
 # 400s that say nothing about the key: a retry (or botocore's own) can succeed.
-TRANSIENT_400_CODES = frozenset({
-    "RequestTimeout", "IncompleteBody", "BadDigest", "TokenRefreshRequired", "SlowDown",
-    "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
-})
+TRANSIENT_400_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "IncompleteBody",
+        "BadDigest",
+        "TokenRefreshRequired",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+    }
+)
 SETTINGS_400_CODES = frozenset({"InvalidBucketName", "AuthorizationHeaderMalformed"})
 
 
@@ -100,7 +119,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     """
     if not is_s3_uri(uri):
         raise SettingsError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
     if not bucket or not key:
         raise SettingsError(f"s3 URI needs a bucket and a key: {uri!r}")
     try:
@@ -187,8 +206,7 @@ def s3_errors(what: str, not_found: type[AnalyzerError] = InputNotFound) -> Iter
         raise translated from exc
 
 
-def translate(exc: BaseException, what: str,
-              not_found: type[AnalyzerError] = InputNotFound) -> AnalyzerError | None:
+def translate(exc: BaseException, what: str, not_found: type[AnalyzerError] = InputNotFound) -> AnalyzerError | None:
     """The project error for an exception of an S3 call; None when it is not an S3 failure (a bug).
 
     Args:
@@ -201,7 +219,8 @@ def translate(exc: BaseException, what: str,
     from s3transfer import exceptions as s3te
 
     if isinstance(exc, (b3e.S3TransferFailedError, b3e.S3UploadFailedError)) and isinstance(
-            exc.__context__, bce.ClientError):  # boto3 wraps the ClientError of a transfer
+        exc.__context__, bce.ClientError
+    ):  # boto3 wraps the ClientError of a transfer
         exc = exc.__context__
     if isinstance(exc, bce.ClientError):
         return _client_error(exc, what, not_found)
@@ -214,8 +233,17 @@ def translate(exc: BaseException, what: str,
         return InfrastructureError(f"{what}: no usable AWS credentials ({exc})")
     if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError)):
         return InfrastructureError(f"{what}: S3 unreachable ({exc})")
-    if isinstance(exc, (bce.BotoCoreError, b3e.RetriesExceededError, s3te.RetriesExceededError,
-                        b3e.S3TransferFailedError, ConnectionError, TimeoutError)):
+    if isinstance(
+        exc,
+        (
+            bce.BotoCoreError,
+            b3e.RetriesExceededError,
+            s3te.RetriesExceededError,
+            b3e.S3TransferFailedError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
         return InfrastructureError(f"{what}: S3 transfer failed ({exc})")
     return None
 
@@ -245,8 +273,9 @@ def _client_error(exc: Any, what: str, not_found: type[AnalyzerError]) -> Analyz
     return InfrastructureError(f"{what}: S3 error {code}")
 
 
-def head_object(client: Any, bucket: str, key: str, what: str,
-                not_found: type[AnalyzerError] = InputNotFound) -> dict[str, Any]:
+def head_object(
+    client: Any, bucket: str, key: str, what: str, not_found: type[AnalyzerError] = InputNotFound
+) -> dict[str, Any]:
     """``HeadObject``, errors translated, saying which of bucket and object is missing.
 
     A HEAD's error has no body, so its 404 cannot tell a missing bucket from a missing key, nor

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from analyzer.store import db
 from analyzer.errors import ExitCode, InfrastructureError, LockLost, SettingsError, VideoMismatch
 from analyzer.events import Event
+from analyzer.store import db
+from analyzer.store.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ class Store:
                 pass  # the connection is gone, and the server freed the lock with it
         self.conn.close()
 
+    def migrate(self) -> None:
+        """Apply the pending migrations (``analyzer.store.migrate``) through this connection."""
+        migrate(self.conn)
+
+    def heartbeat(self, video_id: int, run_id: str, interval: float) -> Heartbeat:
+        """The heartbeat thread (not started) of run ``run_id``, watching this store's lock."""
+        return Heartbeat(self.url, self.application_name, video_id, run_id, self.backend_pid, interval)
+
     # Locking
 
     def try_lock(self, video_id: int) -> bool:
@@ -60,8 +69,9 @@ class Store:
 
     # The videos table guard
 
-    def check_video_row(self, table: str, id_column: str, key_column: str, video_id: int, key: str, *,
-                        required: bool) -> bool:
+    def check_video_row(
+        self, table: str, id_column: str, key_column: str, video_id: int, key: str, *, required: bool
+    ) -> bool:
         """Refuse the run when ``table``'s row for video_id is missing or names another key.
 
         ``table`` (``name`` or ``schema.name``) is looked up exactly as the guard's query names it
@@ -76,28 +86,34 @@ class Store:
         name = sql.Identifier(*table.split("."))
         with db.translate_errors(f"reading {table}"):
             try:
-                present = self.conn.execute(db.queries()["video_table_exists"],
-                                            {"table": name.as_string(self.conn)}).fetchone()["present"]
+                present = self.conn.execute(
+                    db.queries()["video_table_exists"], {"table": name.as_string(self.conn)}
+                ).fetchone()["present"]
                 if not present:
                     if required:
-                        raise SettingsError(f"invalid setting VIDEOS_TABLE: no table {table} in this database"
-                                            " (names are case-sensitive; unset VIDEOS_TABLE to run without the guard)")
+                        raise SettingsError(
+                            f"invalid setting VIDEOS_TABLE: no table {table} in this database"
+                            " (names are case-sensitive; unset VIDEOS_TABLE to run without the guard)"
+                        )
                     return False
                 query = sql.SQL("SELECT {key} AS key FROM {table} WHERE {id} = %(video_id)s").format(
-                    key=sql.Identifier(key_column), table=name, id=sql.Identifier(id_column))
+                    key=sql.Identifier(key_column), table=name, id=sql.Identifier(id_column)
+                )
                 row = self.conn.execute(query, {"video_id": video_id}).fetchone()
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
             except psycopg.errors.UndefinedColumn as exc:
-                raise SettingsError(f"invalid setting VIDEOS_ID_COLUMN / VIDEOS_KEY_COLUMN: table {table} has no"
-                                    f" column {id_column} or {key_column}") from exc
+                raise SettingsError(
+                    f"invalid setting VIDEOS_ID_COLUMN / VIDEOS_KEY_COLUMN: table {table} has no"
+                    f" column {id_column} or {key_column}"
+                ) from exc
             except psycopg.Error as exc:  # no permission, an unusable name: a deployment to fix, not retry
                 reason = str(exc).strip().splitlines()[0]
                 raise SettingsError(f"invalid setting VIDEOS_TABLE: cannot read {table} ({reason})") from exc
         if row is None:
             raise VideoMismatch(f"video {video_id} is not in table {table}: refusing to analyse {key!r}")
         stored = str(row["key"])
-        if _key_of(stored) != _key_of(key):
+        if key_of(stored) != key_of(key):
             raise VideoMismatch(f"video {video_id} is {stored!r} in table {table}, not {key!r}: refusing the run")
         return True
 
@@ -106,13 +122,29 @@ class Store:
     def get_analysis(self, video_id: int) -> dict[str, Any] | None:
         return db.fetch_one(self.conn, "get_analysis", video_id=video_id)
 
-    def begin_run(self, video_id: int, *, input_key: str, fingerprint: str | None, model_version: str,
-                  batch_job_id: str | None, batch_attempt: int | None) -> str:
+    def begin_run(
+        self,
+        video_id: int,
+        *,
+        input_key: str,
+        fingerprint: str | None,
+        model_version: str,
+        batch_job_id: str | None,
+        batch_attempt: int | None,
+    ) -> str:
         """Claim the video for a new run; returns the run id that fences off every earlier run."""
         run_id = str(uuid.uuid4())
-        db.execute(self.conn, "begin_run", video_id=video_id, run_id=run_id, input_key=input_key,
-                   fingerprint=fingerprint, model_version=model_version, batch_job_id=batch_job_id,
-                   batch_attempt=batch_attempt)
+        db.execute(
+            self.conn,
+            "begin_run",
+            video_id=video_id,
+            run_id=run_id,
+            input_key=input_key,
+            fingerprint=fingerprint,
+            model_version=model_version,
+            batch_job_id=batch_job_id,
+            batch_attempt=batch_attempt,
+        )
         return run_id
 
     def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None:
@@ -124,8 +156,16 @@ class Store:
         Raises:
             InfrastructureError: neither connection could write it.
         """
-        params = {"video_id": video_id, "run_id": run_id, "status": status, "exit_code": exit_code, "error": error,
-                  "frames": None, "faces": None, "events": None}
+        params = {
+            "video_id": video_id,
+            "run_id": run_id,
+            "status": status,
+            "exit_code": exit_code,
+            "error": error,
+            "frames": None,
+            "faces": None,
+            "events": None,
+        }
         if not self.conn.closed and not self.conn.broken:
             try:
                 db.execute(self.conn, "finish_run", **params)
@@ -145,11 +185,22 @@ class Store:
         """
         with db.connect(self.url, self.application_name + ":end", short=True) as conn:
             db.fetch_one(conn, "terminate_backend", pid=self.backend_pid, timeout_ms=1000)
-            db.execute(conn, "finish_run", video_id=video_id, run_id=run_id, status="interrupted",
-                       exit_code=int(ExitCode.INTERRUPTED), error=error, frames=None, faces=None, events=None)
+            db.execute(
+                conn,
+                "finish_run",
+                video_id=video_id,
+                run_id=run_id,
+                status="interrupted",
+                exit_code=int(ExitCode.INTERRUPTED),
+                error=error,
+                frames=None,
+                faces=None,
+                events=None,
+            )
 
-    def write_events(self, video_id: int, run_id: str, events: list[Event], model_version: str,
-                     frames: int, faces: int) -> None:
+    def write_events(
+        self, video_id: int, run_id: str, events: list[Event], model_version: str, frames: int, faces: int
+    ) -> None:
         """The final write, all or nothing: fence, upsert, delete stale rows, mark succeeded."""
         with db.translate_errors("writing events"), self.conn.transaction():
             row = self.conn.execute(db.queries()["fence"], {"video_id": video_id}).fetchone()
@@ -160,11 +211,22 @@ class Store:
                     db.queries()["upsert_event"],
                     [{**e.as_dict(), "video_id": video_id, "model_version": model_version} for e in events],
                 )
-            self.conn.execute(db.queries()["delete_stale_events"],
-                              {"video_id": video_id, "event_keys": [e.event_key for e in events]})
-            self.conn.execute(db.queries()["finish_run"], {
-                "video_id": video_id, "run_id": run_id, "status": "succeeded", "frames": frames,
-                "faces": faces, "events": len(events), "error": None, "exit_code": int(ExitCode.OK)})
+            self.conn.execute(
+                db.queries()["delete_stale_events"], {"video_id": video_id, "event_keys": [e.event_key for e in events]}
+            )
+            self.conn.execute(
+                db.queries()["finish_run"],
+                {
+                    "video_id": video_id,
+                    "run_id": run_id,
+                    "status": "succeeded",
+                    "frames": frames,
+                    "faces": faces,
+                    "events": len(events),
+                    "error": None,
+                    "exit_code": int(ExitCode.OK),
+                },
+            )
 
 
 def stale_runs(conn: psycopg.Connection, older_than_s: float, limit: int | None = None) -> list[dict[str, Any]]:
@@ -175,7 +237,7 @@ def stale_runs(conn: psycopg.Connection, older_than_s: float, limit: int | None 
     return db.fetch_all(conn, "stale_runs", older_than_s=older_than_s, retryable=retryable, limit=limit)
 
 
-def _key_of(key: str) -> str:
+def key_of(key: str) -> str:
     """The object key of an ``s3://bucket/key`` URI or a bare key."""
     return key.removeprefix("s3://").partition("/")[2] if key.startswith("s3://") else key.lstrip("/")
 
@@ -187,8 +249,9 @@ class Heartbeat(threading.Thread):
     backend is gone (terminated, network lost), ``lost`` is set and the run stops without writing.
     """
 
-    def __init__(self, url: str, application_name: str, video_id: int, run_id: str, lock_pid: int,
-                 interval: float) -> None:
+    def __init__(
+        self, url: str, application_name: str, video_id: int, run_id: str, lock_pid: int, interval: float
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.url, self.application_name = url, application_name
         self.video_id, self.run_id, self.lock_pid, self.interval = video_id, run_id, lock_pid, interval
@@ -205,8 +268,7 @@ class Heartbeat(threading.Thread):
             self._lose(str(exc))
 
     def beat(self, conn: psycopg.Connection) -> None:
-        held = db.fetch_one(conn, "lock_held_by", pid=self.lock_pid, namespace=LOCK_NAMESPACE,
-                            video_id=self.video_id)
+        held = db.fetch_one(conn, "lock_held_by", pid=self.lock_pid, namespace=LOCK_NAMESPACE, video_id=self.video_id)
         if not held or not held["held"]:
             self._lose(f"the lock connection (backend {self.lock_pid}) no longer holds video {self.video_id}")
             return

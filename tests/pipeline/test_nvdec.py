@@ -73,7 +73,7 @@ def test_nvdec_matches_opencv(clip: str):
         assert tuple(gpu_batch.frames.shape) == cpu_batch.frames.shape
         assert np.array_equal(gpu_batch.timestamps_ms, cpu_batch.timestamps_ms)
         assert np.array_equal(gpu_batch.frame_numbers, cpu_batch.frame_numbers)
-        diff = (gpu_batch.frames.cpu().numpy().astype(np.int16) - cpu_batch.frames.astype(np.int16))
+        diff = gpu_batch.frames.cpu().numpy().astype(np.int16) - cpu_batch.frames.astype(np.int16)
         assert np.abs(diff).mean() < 3.0
 
 

@@ -19,8 +19,8 @@ from analyzer.analysis.contact_sheet import (
     render_contact_sheet,
     write_contact_sheet,
 )
-from analyzer.events import Event
 from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
+from analyzer.events import Event
 from models.cydral import AGE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]

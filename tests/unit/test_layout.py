@@ -77,8 +77,11 @@ def test_models_never_imports_analyzer() -> None:
 
 
 def test_no_import_runs_against_the_arrows() -> None:
-    against = [f"{s} -> {t}" for s, t, sl, tl in edges()
-               if tl != "base" and tl not in ALLOWED[sl] and not any(s == a and t.startswith(b + ".") for a, b in EXCEPTIONS)]
+    against = [
+        f"{s} -> {t}"
+        for s, t, sl, tl in edges()
+        if tl != "base" and tl not in ALLOWED[sl] and not any(s == a and t.startswith(b + ".") for a, b in EXCEPTIONS)
+    ]
     assert not against, against
 
 

@@ -63,9 +63,7 @@ class FrameReader(Protocol):
 
     name: str
 
-    def frames(
-        self, sampler: TimestampSampler, stats: DecodeStats, stop: StopFlag
-    ) -> Iterator[tuple[int, int, Any]]:
+    def frames(self, sampler: TimestampSampler, stats: DecodeStats, stop: StopFlag) -> Iterator[tuple[int, int, Any]]:
         """Yield ``(frame_number, timestamp_ms, image)`` for each sampled frame, in order."""
         ...
 
@@ -98,6 +96,9 @@ class NumpyCollate:
         stats.corrupt += 1
         logger.warning(
             "frame %d: size %s differs from the stream's %dx%d; skipped",
-            number, image.shape, self.info.width, self.info.height,
+            number,
+            image.shape,
+            self.info.width,
+            self.info.height,
         )
         return False

@@ -108,9 +108,7 @@ class NvdecReader:
 
     name = "nvdec"
 
-    def __init__(
-        self, path: Path, info: VideoInfo, *, device: int | None = None, name: str | None = None
-    ) -> None:
+    def __init__(self, path: Path, info: VideoInfo, *, device: int | None = None, name: str | None = None) -> None:
         import PyNvVideoCodec as nvc
 
         self.info = info
@@ -154,7 +152,7 @@ class NvdecReader:
                 try:
                     decoded = self._decoder.Decode(packet)
                     errors = 0
-                except Exception as exc:  # noqa: BLE001 - PyNvVideoCodec raises plain RuntimeErrors
+                except Exception as exc:  # PyNvVideoCodec raises plain RuntimeErrors
                     stats.corrupt += 1
                     errors += 1
                     logger.debug("video %s: NVDEC packet error: %s", self._name, exc)
@@ -179,17 +177,13 @@ class NvdecReader:
             surface = surface[..., 0]
         rows = self._coded_height * 3 // 2
         if surface.dim() != 2 or surface.shape[0] < rows:
-            raise UndecodableVideo(
-                f"video {self._name}: unexpected NVDEC surface shape {tuple(surface.shape)}"
-            )
+            raise UndecodableVideo(f"video {self._name}: unexpected NVDEC surface shape {tuple(surface.shape)}")
         return surface[:rows, : self._coded_width].clone()
 
     def collate(self, images: list[torch.Tensor]) -> torch.Tensor:
         """N x H x W x 3 uint8 BGR on the GPU, rotated, ready for any stream."""
         with torch.cuda.stream(self.stream):
-            bgr = nv12_to_bgr(
-                torch.stack(images), colorspace=self.info.colorspace, full_range=self.info.full_range
-            )
+            bgr = nv12_to_bgr(torch.stack(images), colorspace=self.info.colorspace, full_range=self.info.full_range)
             if self.info.rotation:
                 # rot90 with k > 0 turns counter-clockwise; rotation is clockwise.
                 bgr = torch.rot90(bgr, k=-self.info.rotation // 90, dims=(1, 2)).contiguous()
@@ -199,4 +193,3 @@ class NvdecReader:
     def close(self) -> None:
         self._decoder = None
         self._demuxer = None
-
