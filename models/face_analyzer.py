@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -52,15 +53,13 @@ from models.detection import Detections, FaceDetector
 from models.errors import ModelSettingsError
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
-from models.retinaface import RetinaFaceDetector
 from models.weights import CLASSIFIERS, DETECTORS, model_path, model_version
 
-__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS", "AGE_CLASSES"]
+__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "AGE_CLASSES"]
 
 log = logging.getLogger(__name__)
 
 # detector -> (score threshold, NMS IoU threshold) used when the caller gives none
-DEFAULT_THRESHOLDS = {"retinaface": (0.9, 0.4), "yunet": (0.6, 0.3)}
 DEFAULT_DET_MAX_SIDE = 960  # pixels, longer side of the detector's input
 # On CPU the batch goes through upload-to-float, detection and alignment in cache-sized chunks
 # and the classifier over chunks of crops. Measured on 2 cores (32 frames 1920x1080, detector
@@ -192,17 +191,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def load_detector(name: str, model_dir: str | Path, device: torch.device, half: bool) -> FaceDetector:
-    """Build detector ``name`` ("retinaface" or "yunet") from its weights in ``model_dir``,
+    """Build detector ``name`` (a key of DETECTORS) from its weights in ``model_dir``,
     sha256-checked, on ``device`` in float16 when ``half``."""
     if name not in DETECTORS:
         raise ModelSettingsError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    path = model_path(model_dir, name)
-    if name == "retinaface":
-        detector: FaceDetector = RetinaFaceDetector.from_file(path, device, half)
-    else:
-        from models.yunet import YuNetDetector  # written apart; imported only when chosen
-
-        detector = YuNetDetector.from_file(path, device=device, half=half)
+    config = DETECTORS[name]
+    module, class_name = config.detector.split(":")
+    detector_class = getattr(importlib.import_module(module), class_name)
+    path = model_path(model_dir, config.weights)
+    detector: FaceDetector = detector_class.from_file(path, device=device, half=half)
     detector.net.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
     return detector
 
@@ -250,9 +247,9 @@ class FaceAnalyzer:
             raise ModelSettingsError(f"det_max_side {det_max_side} too small (at least 32 pixels)")
         if detector not in DETECTORS:
             raise ModelSettingsError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-        default_score, default_nms = DEFAULT_THRESHOLDS[detector]
-        self.score_threshold = default_score if score_threshold is None else score_threshold
-        self.nms_threshold = default_nms if nms_threshold is None else nms_threshold
+        config = DETECTORS[detector]
+        self.score_threshold = config.score_threshold if score_threshold is None else score_threshold
+        self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
         self.det_max_side = det_max_side
         if classifier not in CLASSIFIERS:
             raise ModelSettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")

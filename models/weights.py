@@ -37,6 +37,7 @@ from models.files import publish, sha256_of
 __all__ = [
     "ModelConfig",
     "MODELS",
+    "DetectorConfig",
     "DETECTORS",
     "ClassifierConfig",
     "CLASSIFIERS",
@@ -226,7 +227,27 @@ MODELS: dict[str, ModelConfig] = {
     ),
 }
 
-DETECTORS = ("retinaface", "yunet")
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """A face detector: its weights, its class, its default thresholds.
+
+    weights: name in MODELS of its weights file; detector: ``module:Class`` of its
+    ``FaceDetector``, whose ``from_file(path, device=, half=)`` checks the sha256 (imported only
+    when chosen: torch); score_threshold, nms_threshold: the defaults of ``FaceAnalyzer``.
+    """
+
+    weights: str
+    detector: str
+    score_threshold: float
+    nms_threshold: float
+
+
+# A detector is added by one entry here, its MODELS entry and its nn.Module.
+DETECTORS: dict[str, DetectorConfig] = {
+    "retinaface": DetectorConfig("retinaface", "models.retinaface:RetinaFaceDetector", 0.9, 0.4),
+    "yunet": DetectorConfig("yunet", "models.yunet:YuNetDetector", 0.6, 0.3),
+}
 
 
 @dataclass(frozen=True)
@@ -316,7 +337,7 @@ def model_version(detector_name: str, classifier: str = DEFAULT_CLASSIFIER) -> s
     every event, so a change of weights, temperature or flip re-analyses stored videos."""
     if detector_name not in DETECTORS:
         raise ValueError(f"unknown detector {detector_name!r}; known: {', '.join(DETECTORS)}")
-    detector = MODELS[detector_name]
+    detector = MODELS[DETECTORS[detector_name].weights]
     return f"{detector.name}-{detector.sha256[:8]}+{classifier}-{classifier_digest(classifier)}"
 
 

@@ -13,16 +13,17 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from analyzer import logs
 from analyzer.analysis.control import Control
 from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interrupted, LockLost
-from analyzer.events import AnalysisResult
+from analyzer.events import AnalysisResult, Event
 from analyzer.job.shutdown import StopSignals
 from analyzer.settings import Settings
 from models.files import publish
@@ -34,13 +35,66 @@ STALE_AFTER_BEATS = 6  # heartbeats a lock holder may miss before a duplicate pr
 
 
 AnalyzeFn = Callable[[Path, Settings, Control], AnalysisResult]
-StoreFactory = Callable[[Settings, str], Any]  # a Store or a MemoryStore (analyzer.store.memory)
+
+
+class RunHeartbeat(Protocol):
+    """A run's heartbeat: ``lost`` is set (with a ``reason``) when the run's lock is gone."""
+
+    lost: threading.Event
+    reason: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class RunStore(Protocol):
+    """What the job needs of its store: ``analyzer.store.postgres.Store``, or in unit tests
+    ``analyzer.store.memory.MemoryStore``."""
+
+    def migrate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def try_lock(self, video_id: int) -> bool: ...
+
+    def lock_holder(self, video_id: int) -> dict[str, Any] | None: ...
+
+    def check_video_row(
+        self, table: str, id_column: str, key_column: str, video_id: int, key: str, *, required: bool
+    ) -> bool: ...
+
+    def get_analysis(self, video_id: int) -> dict[str, Any] | None: ...
+
+    def begin_run(
+        self,
+        video_id: int,
+        *,
+        input_key: str,
+        fingerprint: str | None,
+        model_version: str,
+        batch_job_id: str | None,
+        batch_attempt: int | None,
+    ) -> str: ...
+
+    def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None: ...
+
+    def interrupt(self, video_id: int, run_id: str, error: str) -> None: ...
+
+    def write_events(
+        self, video_id: int, run_id: str, events: list[Event], model_version: str, frames: int, faces: int
+    ) -> None: ...
+
+    def heartbeat(self, video_id: int, run_id: str, interval: float) -> RunHeartbeat: ...
+
+
+StoreFactory = Callable[[Settings, str], RunStore]
 
 
 class _RunControl:
     def __init__(self, signals: StopSignals) -> None:
         self.signals = signals
-        self.heartbeat = None
+        self.heartbeat: RunHeartbeat | None = None
 
     def check(self) -> None:
         self.signals.check()
@@ -60,7 +114,7 @@ def model_version(settings: Settings) -> str:
     return version(settings.detector, settings.classifier)
 
 
-def postgres_store(settings: Settings, name: str) -> Any:
+def postgres_store(settings: Settings, name: str) -> RunStore:
     """The PostgreSQL store at DATABASE_URL (psycopg loads here, not at import)."""
     from analyzer.store.postgres import Store
 
@@ -178,7 +232,7 @@ class Job:
 
     # Steps
 
-    def _lock(self, store) -> bool:
+    def _lock(self, store: RunStore) -> bool:
         """Take the video's lock; False for a duplicate whose holder is alive.
 
         A holder silent for ``stale_after_s`` (no heartbeat, or a session that started that long
@@ -206,7 +260,7 @@ class Job:
         self._skip_duplicate(holder=holder["application_name"] if holder else None)
         return False
 
-    def _check_videos_table(self, store) -> None:
+    def _check_videos_table(self, store: RunStore) -> None:
         """The guard against a video_id that names another video (exit 7), and one line saying so.
 
         With VIDEOS_TABLE set the table must exist (a typo is exit 2, never "no guard"); unset,
@@ -303,7 +357,7 @@ def stale_after_s(settings: Settings) -> float:
 
 
 def _record_failure(
-    store, video_id: int, run_id: str, exc: Exception, stopped: bool = False, seconds: float = 0.0
+    store: RunStore, video_id: int, run_id: str, exc: Exception, stopped: bool = False, seconds: float = 0.0
 ) -> None:
     """Best effort: the status row says why the run ended (if this run still owns it), and when:
     a stop after as long as the job's attempt timeout was most likely that timeout."""
@@ -320,7 +374,7 @@ def _record_failure(
         log.warning("video %s: could not record the %s status: %s", video_id, status, db_exc)
 
 
-def _mark_interrupted(store, video_id: int, run_id: str, seconds: float) -> None:
+def _mark_interrupted(store: RunStore, video_id: int, run_id: str, seconds: float) -> None:
     """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised."""
     try:
         store.interrupt(

@@ -244,4 +244,4 @@ def test_weights_module_is_light() -> None:
     code = "import sys, models.weights as w; w.model_version('yunet'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
-    assert weights.DETECTORS == ("retinaface", "yunet")
+    assert tuple(weights.DETECTORS) == ("retinaface", "yunet")
