@@ -226,7 +226,7 @@ class CydralClassifier:
         half: bool = False,
     ) -> CydralClassifier:
         """Load both converted weight files (sha256-checked against models.weights.MODELS), move
-        them to ``device`` (default: {"cpu"}); ``half`` runs them in float16 (default: {False})."""
+        them to ``device`` (default "cpu"); ``half`` runs them in float16 (default False)."""
         from models.weights import MODELS, load_weights
 
         gender = GenderNet()

@@ -209,19 +209,19 @@ class FaceAnalyzer:
 
     Args:
         model_dir: folder holding the weight files (see models.weights.MODELS).
-        detector: "retinaface" or "yunet" (default: {"retinaface"}).
-        device: "auto", "cpu", "cuda" or "cuda:N" (default: {"auto"}: CUDA when present).
-        half: run the networks in float16, CUDA only; refused on CPU (default: {False}). Measured
+        detector: "retinaface" or "yunet" (default "retinaface").
+        device: "auto", "cpu", "cuda" or "cuda:N" (default "auto": CUDA when present).
+        half: run the networks in float16, CUDA only; refused on CPU (default False). Measured
             on an H200 at batch 32: only 3-5% faster than fp32, same faces and genders, but where
             two anchors nearly tie another may win, which moved one of 15 reference faces' box
             by 12 px and its age by 8 years.
         det_max_side: resize frames for detection so that the longer side is at most this many
-            pixels; None keeps the original size (default: {960}).
-        score_threshold: minimum detector score 0-1 (default: {None}: 0.9 for RetinaFace,
+            pixels; None keeps the original size (default 960).
+        score_threshold: minimum detector score 0-1 (default None: 0.9 for RetinaFace,
             0.6 for YuNet).
-        nms_threshold: NMS IoU threshold (default: {None}: 0.4 for RetinaFace, 0.3 for YuNet).
+        nms_threshold: NMS IoU threshold (default None: 0.4 for RetinaFace, 0.3 for YuNet).
         classifier: gender/age classifier, "cydral" (public domain) or "insightface"
-            (non-commercial licence; a warning is logged) (default: {"cydral"}).
+            (non-commercial licence; a warning is logged) (default "cydral").
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
     detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
@@ -288,7 +288,8 @@ class FaceAnalyzer:
             frames: (N, H, W, 3) uint8 BGR, a numpy array or a torch tensor (on any device;
                 one already on the analyzer's device is used in place).
 
-        Returns a FaceBatch with every face of every frame, in source-frame pixels.
+        Returns:
+            A FaceBatch with every face of every frame, in source-frame pixels.
         """
         pixels = self.upload(frames)  # (N, H, W, 3) uint8 on the device
         count = pixels.shape[0]

@@ -207,9 +207,9 @@ class GenderAgeClassifier:
         half: bool = False,
         sha256: str | None = None,
     ) -> GenderAgeClassifier:
-        """Load ``weights_path`` strictly after checking its sha256 (default: {the known hash of
-        insightface_genderage_2018.pth}), fold the batch norms (``GenderAge.fold``), move to
-        ``device`` (default: {"cpu"}); ``half`` runs the network in float16 (default: {False})."""
+        """Load ``weights_path`` strictly after checking its sha256 (default: the known hash of
+        insightface_genderage_2018.pth), fold the batch norms (``GenderAge.fold``), move to
+        ``device`` (default "cpu"); ``half`` runs the network in float16 (default False)."""
         from models.weights import MODELS, load_weights
 
         state = load_weights(weights_path, sha256 or MODELS["genderage"].sha256)

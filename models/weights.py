@@ -427,8 +427,8 @@ def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[
     Args:
         model_dir: target folder, created if needed.
         source: a local folder holding the files (e.g. ../shared/models), or None to download
-            from the upstream URLs (default: {None}).
-        names: models to fetch (default: {all of MODELS}).
+            from the upstream URLs (default None).
+        names: models to fetch (default all of MODELS).
 
     Files already present with the right hash are kept. Returns the paths of all the files.
     Raises WeightsError when a source file is missing or has the wrong hash, and

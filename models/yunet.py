@@ -230,8 +230,9 @@ def load_yunet(weights_path: str | Path) -> YuNet:
 def _grid(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Cells of all levels for an input of height x width pixels (multiples of 32).
 
-    Returns cells (A, 2) float32 as (column, row) and strides (A, 1) float32, in the order of
-    the concatenated head outputs (level by level, row-major), A = sum of (H/s) * (W/s).
+    Returns:
+        Cells (A, 2) float32 as (column, row) and strides (A, 1) float32, in the order of
+        the concatenated head outputs (level by level, row-major), A = sum of (H/s) * (W/s).
     """
     cells, strides = [], []
     for stride in STRIDES:
@@ -258,10 +259,11 @@ def decode(
         score_threshold: keep cells with score >= this, score = sqrt(cls * obj) in 0..1.
         nms_threshold: IoU above which a lower-scoring box of the same image is dropped.
         pre_nms_top_k: at most this many highest-scoring cells per image go to NMS
-            (default: {5000}).
+            (default 5000).
 
-    Returns Detections (float32, on the outputs' device), grouped by image, each image's faces
-    by descending score; coordinates in input pixels, not clipped to the image.
+    Returns:
+        Detections (float32, on the outputs' device), grouped by image, each image's faces
+        by descending score; coordinates in input pixels, not clipped to the image.
     """
     n = len(STRIDES)
     cls, obj, bbox, kps = (torch.cat(outputs[i * n : (i + 1) * n], dim=1).float() for i in range(4))
@@ -336,7 +338,8 @@ class YuNetDetector:
             score_threshold: minimum face score 0..1 (0.6 reproduces the MANIFEST's results).
             nms_threshold: NMS IoU threshold (the MANIFEST used 0.3).
 
-        Returns flat Detections on the detector's device, float32, in pixels of ``images``.
+        Returns:
+            Flat Detections on the detector's device, float32, in pixels of ``images``.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")

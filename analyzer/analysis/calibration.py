@@ -134,8 +134,9 @@ def fit_temperature(logits: np.ndarray, is_male: np.ndarray) -> float:
         logits: (n,) raw log-odds of male.
         is_male: (n,) bool labels.
 
-    Returns T (> 0), found by golden-section search over log T in TEMPERATURE_RANGE (the
-    likelihood is unimodal in T); 3 significant digits.
+    Returns:
+        T (> 0), found by golden-section search over log T in TEMPERATURE_RANGE (the
+        likelihood is unimodal in T); 3 significant digits.
     """
     logits = np.asarray(logits, dtype=np.float64)
     is_male = np.asarray(is_male, dtype=bool)
@@ -160,7 +161,8 @@ def gender_confidence(p_male: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per confidence bin over 0.5-1: its range, faces, mean confidence and share right.
 
-    Returns one dict per non-empty bin: ``low``, ``high``, ``count``, ``confidence``, ``accuracy``.
+    Returns:
+        One dict per non-empty bin: ``low``, ``high``, ``count``, ``confidence``, ``accuracy``.
     """
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
@@ -245,7 +247,8 @@ def choose_min_score(scores: np.ndarray, correct: np.ndarray, target: float = 0.
         correct: (n,) bool, whether each face's gender is right.
         target: the share right wanted among answered faces.
 
-    Returns the score in percent (100.0 when no threshold reaches the target).
+    Returns:
+        The score in percent (100.0 when no threshold reaches the target).
     """
     scores = np.asarray(scores, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
