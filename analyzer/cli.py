@@ -21,7 +21,7 @@ log = logging.getLogger("analyzer")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from analyzer.runner import Job
+    from analyzer.job.runner import Job
 
     s = settings.resolve(args, _job_environment())
     logs.CONTEXT.update(video_id=s.video_id, batch_job_id=s.batch_job_id, run_id=None)
@@ -40,21 +40,27 @@ def _emit_metrics(s: settings.Settings, summary: dict, exit_code: int, seconds: 
     """One CloudWatch EMF line per run, in AWS Batch only (locally stdout carries the events)."""
     if not s.batch_job_id:
         return
-    from analyzer.metrics import emit_run_metrics
+    from analyzer.fleet.metrics import emit_run_metrics
 
     outcome = {"already_done": "duplicate"}.get(str(summary["outcome"]), str(summary["outcome"]))
-    emit_run_metrics(outcome, exit_code, queue=s.batch_queue, frames=summary.get("frames"),
-                     faces=summary.get("faces"), events=summary.get("events"), seconds=round(seconds, 3),
-                     realtime_factor=summary.get("realtime_factor"),
-                     properties={"video_id": s.video_id, "batch_job_id": s.batch_job_id,
-                                 "run_id": logs.CONTEXT.get("run_id")})
+    emit_run_metrics(
+        outcome,
+        exit_code,
+        queue=s.batch_queue,
+        frames=summary.get("frames"),
+        faces=summary.get("faces"),
+        events=summary.get("events"),
+        seconds=round(seconds, 3),
+        realtime_factor=summary.get("realtime_factor"),
+        properties={"video_id": s.video_id, "batch_job_id": s.batch_job_id, "run_id": logs.CONTEXT.get("run_id")},
+    )
 
 
 def _job_environment() -> dict[str, str]:
     """The environment, plus VideoKey/video_id from the manifest row of an array-job child."""
     env = dict(os.environ)
     if "ANALYZER_MANIFEST" in env and "AWS_BATCH_JOB_ARRAY_INDEX" in env:
-        from analyzer.manifest import read_manifest_row
+        from analyzer.fleet.manifest import read_manifest_row
 
         try:
             index = int(env["AWS_BATCH_JOB_ARRAY_INDEX"])
@@ -67,8 +73,8 @@ def _job_environment() -> dict[str, str]:
 
 def _migrate(args: argparse.Namespace) -> int:
     from analyzer.conninfo import mask_url
-    from analyzer.db import connect
-    from analyzer.migrate import migrate
+    from analyzer.store.db import connect
+    from analyzer.store.migrate import migrate
 
     url = settings.resolve_one(settings.spec("database_url"), args, os.environ, required=True)
     with connect(url, "analyzer:migrate") as conn:
@@ -79,12 +85,18 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analyzer", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=os.environ.get("ANALYZER_LOG_LEVEL", "INFO"),
-                        help="log level [$ANALYZER_LOG_LEVEL; default INFO]")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ANALYZER_LOG_LEVEL", "INFO"),
+        help="log level [$ANALYZER_LOG_LEVEL; default INFO]",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="analyse one video (what the container does)",
-                              description="Analyse one video; every flag also reads an environment variable.")
+    run = commands.add_parser(
+        "run",
+        help="analyse one video (what the container does)",
+        description="Analyse one video; every flag also reads an environment variable.",
+    )
     settings.add_arguments(run)
     run.set_defaults(handler=_run)
 
@@ -92,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--database-url", dest="database_url", help="PostgreSQL URL [$DATABASE_URL]")
     migrate.set_defaults(handler=_migrate)
 
-    from analyzer import evaluate, faces, submit  # light modules: their heavy imports sit in the handlers
+    from analyzer import faces
+    from analyzer.evaluation import evaluate
+    from analyzer.fleet import submit  # light modules: their heavy imports sit in the handlers
 
     faces.register(commands)
     submit.register(commands)
@@ -104,8 +118,10 @@ def main(argv: Sequence[str] | None = None, analyze=None) -> int:
     """Entry point; ``analyze`` replaces the analysis step (the real pipeline by default)."""
     args = build_parser().parse_args(argv)
     args.analyze = analyze
-    logs.configure(getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
-                   getattr(logging, str(args.log_level).upper(), logging.INFO))
+    logs.configure(
+        getattr(args, "log_format", None) or os.environ.get("ANALYZER_LOG_FORMAT", "auto"),
+        getattr(logging, str(args.log_level).upper(), logging.INFO),
+    )
     logs.register_environment_secrets(os.environ)  # before anything can log or fail
     logs.register_url_secrets(getattr(args, "database_url", None))
     try:

@@ -24,8 +24,14 @@ ENUMERATED = {
     "sslnegotiation": ("postgres", "direct"),
     "sslcertmode": ("disable", "allow", "require"),
 }
-INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-            "keepalives_count", "tcp_user_timeout")
+INTEGERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
 _INTEGER = re.compile(r"\s*-?[0-9]+\s*")
 
 
@@ -46,7 +52,7 @@ def parse_database_url(text: str) -> str:
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
         raise ValueError("must look like postgresql://user:password@host:port/dbname")
     try:
-        parts.port  # noqa: B018 - raises on a non-numeric port
+        parts.port  # raises on a non-numeric port
     except ValueError:
         raise ValueError("has an invalid port") from None
     from psycopg import Error
@@ -59,8 +65,7 @@ def parse_database_url(text: str) -> str:
         raise ValueError(f"is not accepted by libpq: {_without_secrets(reason, url)}") from None
     for name, allowed in ENUMERATED.items():
         if name in params and params[name] not in allowed:
-            raise ValueError(f"{name}={_without_secrets(str(params[name]), url)!r} is not one of "
-                             f"{', '.join(allowed)}")
+            raise ValueError(f"{name}={_without_secrets(str(params[name]), url)!r} is not one of {', '.join(allowed)}")
     for name in INTEGERS:
         if name in params and not _INTEGER.fullmatch(str(params[name])):
             raise ValueError(f"{name} must be an integer")
@@ -85,8 +90,12 @@ def url_secrets(url: str) -> set[str]:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return set()
-    raw += [value for part in parts.query.split("&")
-            for key, _, value in [part.partition("=")] if unquote(key).lower() in SECRET_QUERY_KEYS]
+    raw += [
+        value
+        for part in parts.query.split("&")
+        for key, _, value in [part.partition("=")]
+        if unquote(key).lower() in SECRET_QUERY_KEYS
+    ]
     decoded = [value for key, value in pairs if key.lower() in SECRET_QUERY_KEYS]
     found = {*raw, *decoded, *(unquote(value) for value in raw), *(quote(value, safe="") for value in decoded)}
     return {value for value in found if value}
@@ -105,10 +114,12 @@ def mask_url(url: str | None) -> str | None:
         userinfo, _, host = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         netloc = f"{user}{':***' if colon else ''}@{host}"
-    query = "&".join(
-        f"{key}=***" if unquote(key).lower() in SECRET_QUERY_KEYS else f"{key}{sep}{value}"
-        for key, sep, value in (part.partition("=") for part in parts.query.split("&"))
-    ) if parts.query else ""
+    query = (
+        "&".join(
+            f"{key}=***" if unquote(key).lower() in SECRET_QUERY_KEYS else f"{key}{sep}{value}"
+            for key, sep, value in (part.partition("=") for part in parts.query.split("&"))
+        )
+        if parts.query
+        else ""
+    )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-

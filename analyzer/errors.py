@@ -25,7 +25,11 @@ Spot reclaims are retried by Batch's ``Host EC2*`` status-reason rule, not by ex
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
+
+from models import errors as model
 
 
 class ExitCode(IntEnum):
@@ -94,3 +98,22 @@ class Interrupted(AnalyzerError):
     """SIGTERM arrived; the run stops without writing."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+@contextmanager
+def model_errors() -> Iterator[None]:
+    """The model library's errors as the analyzer's, with their exit codes (a decorator too).
+
+    Raises:
+        WeightsError: weights missing, corrupt or of the wrong sha256 (exit 8).
+        SettingsError: a model setting that cannot work (exit 2).
+        InfrastructureError: a weights download failed (exit 75).
+    """
+    try:
+        yield
+    except model.WeightsError as exc:
+        raise WeightsError(str(exc)) from exc
+    except model.ModelSettingsError as exc:
+        raise SettingsError(str(exc)) from exc
+    except model.DownloadError as exc:
+        raise InfrastructureError(str(exc)) from exc

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo
+from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo, model_errors
 from analyzer.settings import DEFAULT_MODEL_DIR
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS
 
@@ -58,8 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     faces.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     _add_model_dir_option(faces)
     faces.add_argument("--detector", choices=DETECTOR_CHOICES, default="retinaface", help="face detector")
-    faces.add_argument("--classifier", choices=tuple(CLASSIFIERS), default=DEFAULT_CLASSIFIER,
-                       help=f"gender-age model (default {DEFAULT_CLASSIFIER}; insightface is non-commercial only)")
+    faces.add_argument(
+        "--classifier",
+        choices=tuple(CLASSIFIERS),
+        default=DEFAULT_CLASSIFIER,
+        help=f"gender-age model (default {DEFAULT_CLASSIFIER}; insightface is non-commercial only)",
+    )
     faces.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     faces.add_argument(
         "--threshold",
@@ -116,6 +120,7 @@ def _face_record(path: Path, faces: Any, row: int) -> dict[str, Any]:
     }
 
 
+@model_errors()
 def run_faces(args: argparse.Namespace) -> int:
     """Handler of ``faces``: every image through FaceAnalyzer, one JSON line per face."""
     if args.det_max_side < 0:
@@ -145,6 +150,7 @@ def run_faces(args: argparse.Namespace) -> int:
     return 0
 
 
+@model_errors()
 def run_models_fetch(args: argparse.Namespace) -> int:
     """Handler of ``models fetch``: one line per installed file."""
     from models.weights import fetch, sha256_of

@@ -1,5 +1,5 @@
-"""Files: their sha256 (a local input: regular files only, bounded by their size), and publishing
-them atomically (written beside the target, then renamed)."""
+"""A local input's sha256: regular files only, bounded by their size (``models.files`` hashes and
+publishes ordinary files)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-HASH_CHUNK = 8 * 2**20  # bytes read at a time when hashing
-
-
-def sha256_of(path: Path | str) -> str:
-    """Hex sha256 of the whole file at ``path`` (read in chunks; OSError as ``open`` raises it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from models.files import HASH_CHUNK
 
 
 class FileChanged(OSError):
@@ -65,20 +56,12 @@ def _require_regular(status: os.stat_result, path: Path | str) -> os.stat_result
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a file"
-
-
-def publish(tmp_path: Path | str, target: Path | str) -> None:
-    """Rename a finished temporary file over ``target`` with the mode of an ordinary new file.
-
-    ``tempfile`` creates files 0600; published results (weights read by the image's unprivileged
-    user, JSON for other tools) get 0666 minus the umask, as ``open(..., "w")`` would.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    os.replace(tmp_path, target)

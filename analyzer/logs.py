@@ -108,7 +108,23 @@ def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
 
 
 _RESERVED = [
-    "args", "created", "exc_info", "exc_text", "filename", "funcName", "levelno", "lineno",
-    "module", "msecs", "msg", "pathname", "process", "processName", "relativeCreated",
-    "stack_info", "thread", "threadName", "taskName",
+    "args",
+    "created",
+    "exc_info",
+    "exc_text",
+    "filename",
+    "funcName",
+    "levelno",
+    "lineno",
+    "module",
+    "msecs",
+    "msg",
+    "pathname",
+    "process",
+    "processName",
+    "relativeCreated",
+    "stack_info",
+    "thread",
+    "threadName",
+    "taskName",
 ]

@@ -9,6 +9,7 @@ before the duplicate-run check, which must cost almost nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -20,12 +21,13 @@ from urllib.parse import urlsplit
 from analyzer.conninfo import parse_database_url
 from analyzer.errors import SettingsError
 from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
-from analyzer.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
+from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: no torch at import
 
 # Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the
 # fit half of ../shared/data/utkface_eval so that answered faces are >= 95 % right (docs/quality.md).
 DEFAULT_MIN_GENDER_SCORE = 81.0
+DEFAULT_MIN_FACE_PX = 40.0  # px; smaller faces are not judged (analyzer.analysis.tracking says why)
 
 DEFAULT_MODEL_DIR = "weights"
 
@@ -38,9 +40,14 @@ class Spec:
     flag: str
     envs: tuple[str, ...]
     parse: Callable[[str], Any]
-    default: Any = None
     help: str = ""
     required: bool = False
+
+    @property
+    def default(self) -> Any:
+        """The value when neither flag nor variable is given: ``Settings``'s default, the one place."""
+        default = next(f.default for f in dataclasses.fields(Settings) if f.name == self.field)
+        return None if default is dataclasses.MISSING else default
 
 
 def _non_empty(text: str) -> str:
@@ -106,65 +113,179 @@ def _flag(text: str) -> bool:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("video_key", "input", ("VideoKey", "VIDEO_KEY"), _non_empty, required=True,
-         help="S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path"),
-    Spec("video_id", "--video-id", ("video_id", "VIDEO_ID"), parse_video_id, required=True,
-         help="positive integer id of the video (never derived from the key)"),
+    Spec(
+        "video_key",
+        "input",
+        ("VideoKey", "VIDEO_KEY"),
+        _non_empty,
+        required=True,
+        help="S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path",
+    ),
+    Spec(
+        "video_id",
+        "--video-id",
+        ("video_id", "VIDEO_ID"),
+        parse_video_id,
+        required=True,
+        help="positive integer id of the video (never derived from the key)",
+    ),
     Spec("s3_bucket", "--bucket", ("S3_BUCKET",), _bucket, help="bucket of a bare S3 key"),
-    Spec("s3_endpoint_url", "--s3-endpoint-url", ("S3_ENDPOINT_URL",), _http_url,
-         help="endpoint of an S3-compatible server"),
-    Spec("database_url", "--database-url", ("DATABASE_URL",), parse_database_url,
-         help="PostgreSQL URL; without it events go to JSON and a local file lock guards duplicates"),
+    Spec(
+        "s3_endpoint_url",
+        "--s3-endpoint-url",
+        ("S3_ENDPOINT_URL",),
+        _http_url,
+        help="endpoint of an S3-compatible server",
+    ),
+    Spec(
+        "database_url",
+        "--database-url",
+        ("DATABASE_URL",),
+        parse_database_url,
+        help="PostgreSQL URL; without it events go to JSON and a local file lock guards duplicates",
+    ),
     Spec("batch_job_id", "--job-id", ("AWS_BATCH_JOB_ID",), _non_empty, help="AWS Batch job id"),
-    Spec("batch_attempt", "--job-attempt", ("AWS_BATCH_JOB_ATTEMPT",), _positive_int,
-         help="AWS Batch attempt number"),
+    Spec("batch_attempt", "--job-attempt", ("AWS_BATCH_JOB_ATTEMPT",), _positive_int, help="AWS Batch attempt number"),
     Spec("batch_queue", "--job-queue", ("AWS_BATCH_JQ_NAME",), _non_empty, help="AWS Batch job queue"),
-    Spec("model_dir", "--model-dir", ("ANALYZER_MODEL_DIR",), Path, Path(DEFAULT_MODEL_DIR),
-         help="folder holding the model weights"),
-    Spec("sample_fps", "--sample-fps", ("ANALYZER_SAMPLE_FPS",), _non_negative_float, 5.0,
-         help="frames analysed per second of video; 0 = every frame"),
-    Spec("batch_size", "--batch-size", ("ANALYZER_BATCH_SIZE",), _positive_int, 32,
-         help="frames per GPU batch"),
-    Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice(*DETECTORS),
-         "retinaface", help="face detector"),
-    Spec("classifier", "--classifier", ("ANALYZER_CLASSIFIER",), _choice(*CLASSIFIERS), DEFAULT_CLASSIFIER,
-         help="gender-age model: cydral (public domain) or insightface (non-commercial use only)"),
-    Spec("min_gender_score", "--min-gender-score", ("ANALYZER_MIN_GENDER_SCORE",), _percent,
-         DEFAULT_MIN_GENDER_SCORE, help="least gender_score (percent) reported; below it gender is NULL"),
-    Spec("device", "--device", ("ANALYZER_DEVICE",), _non_empty, "auto",
-         help="torch device: auto (CUDA when present), cpu, cuda, cuda:N"),
-    Spec("precision", "--precision", ("ANALYZER_PRECISION",), _choice("fp32", "fp16"), "fp32",
-         help="network precision on CUDA; fp16 was 9 percent faster on an H200 (Cydral) and its parity is unmeasured"),
-    Spec("decoder", "--decoder", ("ANALYZER_DECODER",), _choice("auto", "opencv", "pyav", "nvdec"),
-         "auto", help="video decoding backend"),
-    Spec("max_pixels", "--max-pixels", ("ANALYZER_MAX_PIXELS",), _positive_int, 3840 * 2160,
-         help="refuse videos with more pixels per frame"),
-    Spec("max_duration_s", "--max-duration", ("ANALYZER_MAX_DURATION_S",), _non_negative_float,
-         4 * 3600.0, help="refuse videos longer than this many seconds"),
-    Spec("min_face_px", "--min-face-px", ("ANALYZER_MIN_FACE_PX",), _non_negative_float, 40.0,
-         help="smallest face (px) whose gender and age are judged"),
-    Spec("min_sharpness", "--min-sharpness", ("ANALYZER_MIN_SHARPNESS",), _non_negative_float, None,
-         help="least sharpness of a face whose gender and age are judged (tracker default if unset)"),
-    Spec("gpu_memory_mb", "--gpu-memory-mb", ("ANALYZER_GPU_MEMORY_MB",), _positive_int, 8192,
-         help="cap on this process's CUDA memory (MiB); exceeding it is a retryable CUDA OOM"),
-    Spec("host_buffer_mb", "--host-buffer-mb", ("ANALYZER_HOST_BUFFER_MB",), _positive_int, 1024,
-         help="cap on decoded frames held in host memory (MiB); lowers the batch size for large frames"),
-    Spec("videos_table", "--videos-table", ("VIDEOS_TABLE",), parse_table_name,
-         help="table ([schema.]name, case-sensitive) that must hold the video's row and key; unset: "
-              "videos, checked when it exists"),
-    Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), parse_column_name, "id"),
-    Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), parse_column_name, "s3_key"),
+    Spec(
+        "model_dir",
+        "--model-dir",
+        ("ANALYZER_MODEL_DIR",),
+        Path,
+        help="folder holding the model weights",
+    ),
+    Spec(
+        "sample_fps",
+        "--sample-fps",
+        ("ANALYZER_SAMPLE_FPS",),
+        _non_negative_float,
+        help="frames analysed per second of video; 0 = every frame",
+    ),
+    Spec("batch_size", "--batch-size", ("ANALYZER_BATCH_SIZE",), _positive_int, help="frames per GPU batch"),
+    Spec("detector", "--detector", ("ANALYZER_DETECTOR",), _choice(*DETECTORS), help="face detector"),
+    Spec(
+        "classifier",
+        "--classifier",
+        ("ANALYZER_CLASSIFIER",),
+        _choice(*CLASSIFIERS),
+        help="gender-age model: cydral (public domain) or insightface (non-commercial use only)",
+    ),
+    Spec(
+        "min_gender_score",
+        "--min-gender-score",
+        ("ANALYZER_MIN_GENDER_SCORE",),
+        _percent,
+        help="least gender_score (percent) reported; below it gender is NULL",
+    ),
+    Spec(
+        "device",
+        "--device",
+        ("ANALYZER_DEVICE",),
+        _non_empty,
+        help="torch device: auto (CUDA when present), cpu, cuda, cuda:N",
+    ),
+    Spec(
+        "precision",
+        "--precision",
+        ("ANALYZER_PRECISION",),
+        _choice("fp32", "fp16"),
+        help="network precision on CUDA; fp16 was 9 percent faster on an H200 (Cydral) and its parity is unmeasured",
+    ),
+    Spec(
+        "decoder",
+        "--decoder",
+        ("ANALYZER_DECODER",),
+        _choice("auto", "opencv", "pyav", "nvdec"),
+        help="video decoding backend",
+    ),
+    Spec(
+        "max_pixels",
+        "--max-pixels",
+        ("ANALYZER_MAX_PIXELS",),
+        _positive_int,
+        help="refuse videos with more pixels per frame",
+    ),
+    Spec(
+        "max_duration_s",
+        "--max-duration",
+        ("ANALYZER_MAX_DURATION_S",),
+        _non_negative_float,
+        help="refuse videos longer than this many seconds",
+    ),
+    Spec(
+        "min_face_px",
+        "--min-face-px",
+        ("ANALYZER_MIN_FACE_PX",),
+        _non_negative_float,
+        help="smallest face (px) whose gender and age are judged",
+    ),
+    Spec(
+        "min_sharpness",
+        "--min-sharpness",
+        ("ANALYZER_MIN_SHARPNESS",),
+        _non_negative_float,
+        help="least sharpness of a face whose gender and age are judged (tracker default if unset)",
+    ),
+    Spec(
+        "gpu_memory_mb",
+        "--gpu-memory-mb",
+        ("ANALYZER_GPU_MEMORY_MB",),
+        _positive_int,
+        help="cap on this process's CUDA memory (MiB); exceeding it is a retryable CUDA OOM",
+    ),
+    Spec(
+        "host_buffer_mb",
+        "--host-buffer-mb",
+        ("ANALYZER_HOST_BUFFER_MB",),
+        _positive_int,
+        help="cap on decoded frames held in host memory (MiB); lowers the batch size for large frames",
+    ),
+    Spec(
+        "videos_table",
+        "--videos-table",
+        ("VIDEOS_TABLE",),
+        parse_table_name,
+        help="table ([schema.]name, case-sensitive) that must hold the video's row and key; unset: "
+        "videos, checked when it exists",
+    ),
+    Spec("videos_id_column", "--videos-id-column", ("VIDEOS_ID_COLUMN",), parse_column_name),
+    Spec("videos_key_column", "--videos-key-column", ("VIDEOS_KEY_COLUMN",), parse_column_name),
     Spec("json_path", "--json", ("ANALYZER_JSON",), Path, help="also write the events as JSON to FILE ('-' = stdout)"),
-    Spec("contact_sheet", "--contact-sheet", ("ANALYZER_CONTACT_SHEET",), Path,
-         help="write a PNG grid of each event's best face"),
-    Spec("force", "--force", ("ANALYZER_FORCE",), _flag, False,
-         help="re-analyse even if this input and model version already succeeded"),
-    Spec("lock_dir", "--lock-dir", ("ANALYZER_LOCK_DIR",), Path, Path(tempfile.gettempdir()),
-         help="folder of the local duplicate-run file locks (runs without DATABASE_URL)"),
-    Spec("heartbeat_interval", "--heartbeat-interval", ("ANALYZER_HEARTBEAT_INTERVAL",), _positive_float, 5.0,
-         help="seconds between heartbeats and lock checks"),
-    Spec("log_format", "--log-format", ("ANALYZER_LOG_FORMAT",), _choice("auto", "json", "text"), "auto",
-         help="json: one object per line; text: readable; auto: text on a terminal"),
+    Spec(
+        "contact_sheet",
+        "--contact-sheet",
+        ("ANALYZER_CONTACT_SHEET",),
+        Path,
+        help="write a PNG grid of each event's best face",
+    ),
+    Spec(
+        "force",
+        "--force",
+        ("ANALYZER_FORCE",),
+        _flag,
+        help="re-analyse even if this input and model version already succeeded",
+    ),
+    Spec(
+        "lock_dir",
+        "--lock-dir",
+        ("ANALYZER_LOCK_DIR",),
+        Path,
+        help="folder of the local duplicate-run file locks (runs without DATABASE_URL)",
+    ),
+    Spec(
+        "heartbeat_interval",
+        "--heartbeat-interval",
+        ("ANALYZER_HEARTBEAT_INTERVAL",),
+        _positive_float,
+        help="seconds between heartbeats and lock checks",
+    ),
+    Spec(
+        "log_format",
+        "--log-format",
+        ("ANALYZER_LOG_FORMAT",),
+        _choice("auto", "json", "text"),
+        help="json: one object per line; text: readable; auto: text on a terminal",
+    ),
 )
 
 
@@ -189,7 +310,7 @@ class Settings:
     decoder: str = "auto"
     max_pixels: int = 3840 * 2160
     max_duration_s: float = 4 * 3600.0
-    min_face_px: float = 40.0
+    min_face_px: float = DEFAULT_MIN_FACE_PX
     min_sharpness: float | None = None
     gpu_memory_mb: int = 8192
     host_buffer_mb: int = 1024

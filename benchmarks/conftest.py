@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.pipeline import cuda_process_defaults
+from analyzer.analysis.pipeline import cuda_process_defaults
 
 logger = logging.getLogger(__name__)
 cuda_process_defaults()  # every benchmark runs under the worker's process-wide CUDA settings

@@ -1,6 +1,6 @@
 """Decode-only throughput of each backend at the default sampling rate (5 frames per second).
 
-Each round runs ``iter_batches`` over a whole long video (benchmarks/conftest.py: >= 60 s of
+Each round runs ``FrameBatcher`` over a whole long video (benchmarks/conftest.py: >= 60 s of
 H.264, 1920x1080 and 640x360) with a consumer that only counts frames, so the figure is the
 floor the full pipeline can reach. Reported per case, in ``extra_info`` and a table at the end:
 
@@ -22,8 +22,10 @@ import os
 
 import pytest
 
-from analyzer.decode import DecodeStats, iter_batches, probe
-from analyzer.nvdec import unavailable_reason
+from analyzer.video.batcher import FrameBatcher
+from analyzer.video.probe import probe
+from analyzer.video.readers.base import DecodeStats
+from analyzer.video.readers.nvdec import unavailable_reason
 
 SAMPLE_FPS = 5.0
 BATCH_SIZE = 32
@@ -39,8 +41,10 @@ def _cpus() -> int:
 
 
 def _table() -> list[str]:
-    lines = [f"{'video':6} {'backend':7} {'covered fps':>11} {'sampled fps':>11} {'x realtime':>10} "
-             f"{'decoded':>7} {'skipped':>7}"]
+    lines = [
+        f"{'video':6} {'backend':7} {'covered fps':>11} {'sampled fps':>11} {'x realtime':>10} "
+        f"{'decoded':>7} {'skipped':>7}"
+    ]
     for (video, backend), row in sorted(RESULTS.items()):
         lines.append(
             f"{video:6} {backend:7} {row['covered_fps']:11.1f} {row['sampled_fps']:11.1f} {row['realtime']:10.2f} "
@@ -64,7 +68,7 @@ def test_decode_throughput(benchmark, bench_videos, bench_summary, backend: str,
     info = probe(video.path)
 
     def decode_all() -> DecodeStats:
-        batcher = iter_batches(
+        batcher = FrameBatcher(
             video.path, backend=backend, sample_fps=SAMPLE_FPS, batch_size=BATCH_SIZE, info=info, threads=THREADS
         )
         delivered = sum(len(batch) for batch in batcher)
@@ -72,7 +76,7 @@ def test_decode_throughput(benchmark, bench_videos, bench_summary, backend: str,
         return batcher.stats
 
     if backend == "nvdec":
-        next(iter(iter_batches(video.path, backend="nvdec", batch_size=1, info=info)))  # CUDA set-up
+        next(iter(FrameBatcher(video.path, backend="nvdec", batch_size=1, info=info)))  # CUDA set-up
     stats = benchmark.pedantic(decode_all, rounds=ROUNDS, iterations=1)
     seconds = benchmark.stats.stats.mean
     assert stats.covered == video.frames and stats.sampled == pytest.approx(video.duration_s * SAMPLE_FPS, abs=2)

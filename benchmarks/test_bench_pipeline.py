@@ -30,11 +30,19 @@ import cv2
 import pytest
 import torch
 
-from analyzer.decode import TimestampSampler, iter_batches, probe
-from analyzer.nvdec import unavailable_reason
-from analyzer.pipeline import StageClock, analyze_video, frame_faces, leave_cpus_to_the_decoder, tracker_settings
+from analyzer.analysis.pipeline import (
+    StageClock,
+    analyze_video,
+    frame_faces,
+    leave_cpus_to_the_decoder,
+    tracker_settings,
+)
+from analyzer.analysis.tracking import Tracker
 from analyzer.settings import Settings
-from analyzer.tracking import Tracker
+from analyzer.video.batcher import FrameBatcher
+from analyzer.video.probe import probe
+from analyzer.video.readers.nvdec import unavailable_reason
+from analyzer.video.sampling import TimestampSampler
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
 from models.weights import classifier_config
@@ -55,7 +63,7 @@ def _settings(path: Path, decoder: str) -> Settings:
 
 def _decode_only(path: Path, decoder: str) -> tuple[int, float]:
     started = time.perf_counter()
-    batcher = iter_batches(path, sample_fps=5.0, batch_size=32, backend=decoder)
+    batcher = FrameBatcher(path, sample_fps=5.0, batch_size=32, backend=decoder)
     sampled = sum(len(batch) for batch in batcher)
     if CUDA:
         torch.cuda.synchronize()
@@ -78,7 +86,7 @@ def _profile(path: Path, settings: Settings, target: Path) -> None:
 def _models_only(path: Path, model: FaceAnalyzer, repeats: int = 5) -> float:
     """Frames/s of the models alone on the video's first batch of 32 sampled frames, in this process
     (next to the pipeline's own models_s it shows whether the models slow down inside the pipeline)."""
-    frames = next(iter(iter_batches(path, sample_fps=5.0, batch_size=32, backend="opencv"))).frames
+    frames = next(iter(FrameBatcher(path, sample_fps=5.0, batch_size=32, backend="opencv"))).frames
     model.analyze(frames)
     started = time.perf_counter()
     for _ in range(repeats):
@@ -156,8 +164,18 @@ def test_pipeline_vs_decode_and_per_frame(benchmark, bench_summary, video_name, 
         "per_frame_split": baseline_clock.rounded() or None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "events": len(result.events),
-        **{k: result.stats.get(k) for k in ("peak_gpu_mib", "peak_gpu_reserved_mib", "gpu_alloc_retries",
-                                            "wait_decode_s", "models_s", "track_s", "decode_s")},
+        **{
+            k: result.stats.get(k)
+            for k in (
+                "peak_gpu_mib",
+                "peak_gpu_reserved_mib",
+                "gpu_alloc_retries",
+                "wait_decode_s",
+                "models_s",
+                "track_s",
+                "decode_s",
+            )
+        },
     }
     benchmark.extra_info.update(row)
     device = torch.cuda.get_device_name() if CUDA else "CPU"

@@ -77,7 +77,9 @@ def _measure(benchmark, name: str, frames: np.ndarray, source: str, run: Callabl
         return
     median = benchmark.stats.stats.median
     benchmark.extra_info["ms_per_batch"] = round(median * 1000, 2)
-    RESULTS[name] = f"{name:45} {median * 1000:8.1f} ms per {NUM_FRAMES} frames ({frames.nbytes / median / 1e9:.1f} GB/s)"
+    RESULTS[name] = (
+        f"{name:45} {median * 1000:8.1f} ms per {NUM_FRAMES} frames ({frames.nbytes / median / 1e9:.1f} GB/s)"
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,8 +110,9 @@ def test_download(benchmark, frames: np.ndarray, path: str) -> None:
     run = (lambda _: on_device.cpu()) if path == "cpu" else (lambda _: buffer.download(on_device))
     with torch_threads("1"):
         _measure(benchmark, f"download {path}, 1 thread(s)", frames, "same", run)
-    np.testing.assert_array_equal(buffer.download(on_device).numpy() if path != "cpu" else on_device.cpu().numpy(),
-                                  frames)
+    np.testing.assert_array_equal(
+        buffer.download(on_device).numpy() if path != "cpu" else on_device.cpu().numpy(), frames
+    )
 
 
 @pytest.mark.parametrize("threads", ["1", "all"])
@@ -121,8 +124,9 @@ def test_analyze(benchmark, frames: np.ndarray, source: str, threads: str) -> No
 
 
 @pytest.mark.parametrize("bucket", [32, 1])
-def test_analyze_changing_face_counts(benchmark, frames: np.ndarray, bucket: int,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analyze_changing_face_counts(
+    benchmark, frames: np.ndarray, bucket: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batches whose frame and face counts differ, twice: the first pass pays cuDNN's set-up for
     every new input shape (1.5 s a batch on the H200 with its v8 API), the second finds it cached.
     Padding the crops to a multiple of 32 faces (the default) leaves few classifier shapes; bucket
@@ -143,5 +147,7 @@ def test_analyze_changing_face_counts(benchmark, frames: np.ndarray, bucket: int
         return
     first, second = benchmark.stats.stats.max, benchmark.stats.stats.min
     benchmark.extra_info.update(first_pass_s=round(first, 3), second_pass_s=round(second, 3))
-    RESULTS[f"shapes {bucket}"] = (f"analyze {len(batches)} batches, faces padded to x{bucket}: first pass "
-                                   f"{first * 1000 / len(batches):.1f} ms/batch, second {second * 1000 / len(batches):.1f}")
+    RESULTS[f"shapes {bucket}"] = (
+        f"analyze {len(batches)} batches, faces padded to x{bucket}: first pass "
+        f"{first * 1000 / len(batches):.1f} ms/batch, second {second * 1000 / len(batches):.1f}"
+    )

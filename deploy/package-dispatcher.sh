@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build the Lambda zip of the dispatcher (handler: analyzer.dispatch.handler).
+# Build the Lambda zip of the dispatcher (handler: analyzer.fleet.dispatch.handler).
 #
 #   deploy/package-dispatcher.sh [--with-psycopg] [OUT.zip]     (default out/dispatcher.zip)
 #
-# The zip holds only the modules the dispatcher imports; boto3 comes with the Lambda Python
-# runtime. --with-psycopg adds psycopg (binary wheels for Linux x86_64, Python 3.12) for the
-# videos-table lookup that runs when DATABASE_URL is set.
+# The zip holds only the project modules the dispatcher imports, computed by deploy/lambda_modules.py;
+# boto3 comes with the Lambda Python runtime. --with-psycopg adds psycopg (binary wheels for Linux
+# x86_64, Python 3.12) for the videos-table lookup that runs when DATABASE_URL is set.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +19,11 @@ out="$(realpath -m "${1:-$repo/out/dispatcher.zip}")"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
-mkdir -p "$stage/analyzer" "$(dirname "$out")"
-for module in __init__ errors ids s3 conninfo submit manifest dispatch; do
-  cp "$repo/analyzer/$module.py" "$stage/analyzer/"
+mkdir -p "$(dirname "$out")"
+# The modules: what the handler's module imports, computed (deploy/lambda_modules.py).
+python3 "$repo/deploy/lambda_modules.py" analyzer.fleet.dispatch | while read -r file; do
+  mkdir -p "$stage/$(dirname "$file")"
+  cp "$repo/$file" "$stage/$file"
 done
 if [[ "$with_psycopg" == 1 ]]; then
   python3 -m pip install --quiet --no-compile --target "$stage" \

@@ -64,8 +64,7 @@ MAX_DURATION_ENV = "ANALYZER_MAX_DURATION_S"
 
 def retry_rules(codes: Sequence[ExitCode] = tuple(ExitCode)) -> list[dict[str, str]]:
     """evaluateOnExit rules from the exit-code enum (see the module docstring)."""
-    retryable = [{"onExitCode": str(int(code)), "action": "RETRY"} for code in codes
-                 if code.retryable]
+    retryable = [{"onExitCode": str(int(code)), "action": "RETRY"} for code in codes if code.retryable]
     rules = [HOST_EC2_RULE, *retryable, CATCH_ALL_RULE]
     if len(rules) > MAX_RULES:
         raise ValueError(f"{len(rules)} evaluateOnExit rules; AWS Batch allows {MAX_RULES}")
@@ -95,13 +94,17 @@ def check(path: Path = JOB_DEFINITION) -> list[str]:
     have = doc.get("retryStrategy", {}).get("evaluateOnExit")
     want = retry_rules()
     if have != want:
-        problems += [f"{path}: retryStrategy.evaluateOnExit is {json.dumps(have)}",
-                     f"the exit-code enum gives {json.dumps(want)}; run: python deploy/render.py write"]
+        problems += [
+            f"{path}: retryStrategy.evaluateOnExit is {json.dumps(have)}",
+            f"the exit-code enum gives {json.dumps(want)}; run: python deploy/render.py write",
+        ]
     timeout = doc.get("timeout", {}).get("attemptDurationSeconds")
     limit = max_duration_s(doc)
     if timeout != attempt_duration_s(limit):
-        problems += [f"{path}: timeout.attemptDurationSeconds is {timeout}; videos of up to {limit:.0f} s need"
-                     f" {attempt_duration_s(limit)}; run: python deploy/render.py write"]
+        problems += [
+            f"{path}: timeout.attemptDurationSeconds is {timeout}; videos of up to {limit:.0f} s need"
+            f" {attempt_duration_s(limit)}; run: python deploy/render.py write"
+        ]
     return problems
 
 

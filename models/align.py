@@ -50,8 +50,9 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         src: (K, P, 2) points, e.g. landmarks in frame pixels.
         dst: (P, 2) or (K, P, 2) target points, e.g. the template in crop pixels.
 
-    Returns (K, 2, 3) float32 matrices M = [[a, -b, tx], [b, a, ty]] minimising
-    sum |M [x, y, 1]^T - dst|^2 (a, b unconstrained: scale sqrt(a^2 + b^2), no reflection).
+    Returns:
+        (K, 2, 3) float32 matrices M = [[a, -b, tx], [b, a, ty]] minimising
+        sum |M [x, y, 1]^T - dst|^2 (a, b unconstrained: scale sqrt(a^2 + b^2), no reflection).
     """
     src = src.float()
     dst = dst.to(src).expand_as(src)
@@ -113,10 +114,11 @@ def warp_faces_multi(
         crops: per kind of crop, (matrices, size): (K, 2, 3) maps frame pixels -> crop pixels (as
             for ``cv2.warpAffine``) and the crop side in pixels.
 
-    Returns per kind of crop, in order:
-        crops: (K, C, size, size) float32, bilinear, zeros outside the frame.
-        inside: (K, size, size) bool, True where the sample point lies within the frame (pixel
-            centres 0..W-1, 0..H-1), i.e. not filled with the black border.
+    Returns:
+        Per kind of crop, in order:
+            crops: (K, C, size, size) float32, bilinear, zeros outside the frame.
+            inside: (K, size, size) bool, True where the sample point lies within the frame (pixel
+                centres 0..W-1, 0..H-1), i.e. not filled with the black border.
     """
     num_frames, channels, height, width = frames.shape
     faces = image_index.shape[0]
@@ -171,7 +173,7 @@ def warp_faces(
         frames: (N, C, H, W) float32 frames (any channel order, values kept as they are).
         image_index: (K,) int64, frame of each face.
         matrices: (K, 2, 3) maps frame pixels -> crop pixels (as for ``cv2.warpAffine``).
-        size: crop side in pixels (default: {112}).
+        size: crop side in pixels (default 112).
 
     Returns:
         crops: (K, C, size, size) float32, bilinear, zeros outside the frame.
@@ -189,7 +191,8 @@ def sharpness(crops_bgr: torch.Tensor, inside: torch.Tensor | None = None) -> to
             counted where its whole 3x3 neighbourhood is inside, so the black border of a face
             at the frame edge does not count as detail.
 
-    Returns (K,) float32, in (grey levels)^2; 0 where no pixel qualifies.
+    Returns:
+        (K,) float32, in (grey levels)^2; 0 where no pixel qualifies.
     """
     crops = crops_bgr.float()
     if crops.shape[0] == 0:

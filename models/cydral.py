@@ -23,8 +23,8 @@ Porting notes (read off the ONNX graphs):
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -224,9 +224,9 @@ class CydralClassifier:
         age_path: str | Path,
         device: str | torch.device = "cpu",
         half: bool = False,
-    ) -> "CydralClassifier":
+    ) -> CydralClassifier:
         """Load both converted weight files (sha256-checked against models.weights.MODELS), move
-        them to ``device`` (default: {"cpu"}); ``half`` runs them in float16 (default: {False})."""
+        them to ``device`` (default "cpu"); ``half`` runs them in float16 (default False)."""
         from models.weights import MODELS, load_weights
 
         gender = GenderNet()

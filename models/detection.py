@@ -34,7 +34,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def scaled(self, sx: torch.Tensor | float, sy: torch.Tensor | float) -> "Detections":
+    def scaled(self, sx: torch.Tensor | float, sy: torch.Tensor | float) -> Detections:
         """The same detections with coordinates multiplied by (sx, sy), e.g. back to source pixels."""
         scale = torch.as_tensor([sx, sy], dtype=self.boxes.dtype, device=self.boxes.device)
         return Detections(
@@ -60,14 +60,16 @@ def top_candidates(
 
 
 def nms_per_image(
-    image_index: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor,
+    image_index: torch.Tensor,
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    landmarks: torch.Tensor,
     nms_threshold: float,
 ) -> Detections:
     """NMS within each image, then the survivors grouped by image, each image's by score."""
     keep = batched_nms(boxes, scores, image_index, nms_threshold)
     keep = keep[image_index[keep].sort(stable=True).indices]
-    return Detections(image_index=image_index[keep], boxes=boxes[keep], scores=scores[keep],
-                      landmarks=landmarks[keep])
+    return Detections(image_index=image_index[keep], boxes=boxes[keep], scores=scores[keep], landmarks=landmarks[keep])
 
 
 class FaceDetector(Protocol):
@@ -75,6 +77,4 @@ class FaceDetector(Protocol):
 
     name: str
 
-    def detect(
-        self, images: torch.Tensor, score_threshold: float, nms_threshold: float
-    ) -> Detections: ...
+    def detect(self, images: torch.Tensor, score_threshold: float, nms_threshold: float) -> Detections: ...

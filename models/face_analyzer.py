@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyzer.errors import SettingsError
 from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
 from models.cydral import (
     AGE_CHIP_SIZE,
@@ -50,17 +50,16 @@ from models.cydral import (
     expected_age,
 )
 from models.detection import Detections, FaceDetector
+from models.errors import ModelSettingsError
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
-from models.retinaface import RetinaFaceDetector
-from models.weights import CLASSIFIERS, DETECTORS, MODELS, model_path, model_version, verify_file
+from models.weights import CLASSIFIERS, DETECTORS, model_path, model_version
 
-__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "DEFAULT_THRESHOLDS", "AGE_CLASSES"]
+__all__ = ["FaceAnalyzer", "FaceBatch", "resolve_device", "AGE_CLASSES"]
 
 log = logging.getLogger(__name__)
 
 # detector -> (score threshold, NMS IoU threshold) used when the caller gives none
-DEFAULT_THRESHOLDS = {"retinaface": (0.9, 0.4), "yunet": (0.6, 0.3)}
 DEFAULT_DET_MAX_SIDE = 960  # pixels, longer side of the detector's input
 # On CPU the batch goes through upload-to-float, detection and alignment in cache-sized chunks
 # and the classifier over chunks of crops. Measured on 2 cores (32 frames 1920x1080, detector
@@ -116,7 +115,7 @@ class FaceBatch:
     def __len__(self) -> int:
         return int(self.frame_index.shape[0])
 
-    def for_frame(self, i: int) -> "FaceBatch":
+    def for_frame(self, i: int) -> FaceBatch:
         """The faces of frame ``i`` only (frame_index still says ``i``)."""
         if not 0 <= i < self.num_frames:
             raise IndexError(f"frame {i} outside a batch of {self.num_frames}")
@@ -185,25 +184,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise SettingsError(f"device {device!r} is not a torch device name") from exc
+        raise ModelSettingsError(f"device {device!r} is not a torch device name") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(f"device {device!r} requested but CUDA is not available")
+        raise ModelSettingsError(f"device {device!r} requested but CUDA is not available")
     return resolved
 
 
 def load_detector(name: str, model_dir: str | Path, device: torch.device, half: bool) -> FaceDetector:
-    """Build detector ``name`` ("retinaface" or "yunet") from its weights in ``model_dir``,
+    """Build detector ``name`` (a key of DETECTORS) from its weights in ``model_dir``,
     sha256-checked, on ``device`` in float16 when ``half``."""
     if name not in DETECTORS:
-        raise SettingsError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    path = model_path(model_dir, name)
-    if name == "retinaface":
-        detector: FaceDetector = RetinaFaceDetector.from_file(path, device, half)
-    else:
-        from models.yunet import YuNetDetector  # written apart; imported only when chosen
-
-        verify_file(path, MODELS[name].sha256)
-        detector = YuNetDetector.from_file(path, device=device, half=half)
+        raise ModelSettingsError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    config = DETECTORS[name]
+    module, class_name = config.detector.split(":")
+    detector_class = getattr(importlib.import_module(module), class_name)
+    path = model_path(model_dir, config.weights)
+    detector: FaceDetector = detector_class.from_file(path, device=device, half=half)
     detector.net.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
     return detector
 
@@ -213,19 +209,19 @@ class FaceAnalyzer:
 
     Args:
         model_dir: folder holding the weight files (see models.weights.MODELS).
-        detector: "retinaface" or "yunet" (default: {"retinaface"}).
-        device: "auto", "cpu", "cuda" or "cuda:N" (default: {"auto"}: CUDA when present).
-        half: run the networks in float16, CUDA only; refused on CPU (default: {False}). Measured
+        detector: "retinaface" or "yunet" (default "retinaface").
+        device: "auto", "cpu", "cuda" or "cuda:N" (default "auto": CUDA when present).
+        half: run the networks in float16, CUDA only; refused on CPU (default False). Measured
             on an H200 at batch 32: only 3-5% faster than fp32, same faces and genders, but where
             two anchors nearly tie another may win, which moved one of 15 reference faces' box
             by 12 px and its age by 8 years.
         det_max_side: resize frames for detection so that the longer side is at most this many
-            pixels; None keeps the original size (default: {960}).
-        score_threshold: minimum detector score 0-1 (default: {None}: 0.9 for RetinaFace,
+            pixels; None keeps the original size (default 960).
+        score_threshold: minimum detector score 0-1 (default None: 0.9 for RetinaFace,
             0.6 for YuNet).
-        nms_threshold: NMS IoU threshold (default: {None}: 0.4 for RetinaFace, 0.3 for YuNet).
+        nms_threshold: NMS IoU threshold (default None: 0.4 for RetinaFace, 0.3 for YuNet).
         classifier: gender/age classifier, "cydral" (public domain) or "insightface"
-            (non-commercial licence; a warning is logged) (default: {"cydral"}).
+            (non-commercial licence; a warning is logged) (default "cydral").
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
     detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
@@ -246,17 +242,17 @@ class FaceAnalyzer:
         self.device = resolve_device(device)
         self.half = half
         if self.half and self.device.type != "cuda":
-            raise SettingsError("half precision needs a CUDA device")
+            raise ModelSettingsError("half precision needs a CUDA device")
         if det_max_side is not None and det_max_side < 32:
-            raise SettingsError(f"det_max_side {det_max_side} too small (at least 32 pixels)")
+            raise ModelSettingsError(f"det_max_side {det_max_side} too small (at least 32 pixels)")
         if detector not in DETECTORS:
-            raise SettingsError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-        default_score, default_nms = DEFAULT_THRESHOLDS[detector]
-        self.score_threshold = default_score if score_threshold is None else score_threshold
-        self.nms_threshold = default_nms if nms_threshold is None else nms_threshold
+            raise ModelSettingsError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+        config = DETECTORS[detector]
+        self.score_threshold = config.score_threshold if score_threshold is None else score_threshold
+        self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
         self.det_max_side = det_max_side
         if classifier not in CLASSIFIERS:
-            raise SettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+            raise ModelSettingsError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
         self.classifier_config = CLASSIFIERS[classifier]
         if self.classifier_config.licence_warning:
             log.warning("classifier %s: %s", classifier, self.classifier_config.licence_warning)
@@ -292,7 +288,8 @@ class FaceAnalyzer:
             frames: (N, H, W, 3) uint8 BGR, a numpy array or a torch tensor (on any device;
                 one already on the analyzer's device is used in place).
 
-        Returns a FaceBatch with every face of every frame, in source-frame pixels.
+        Returns:
+            A FaceBatch with every face of every frame, in source-frame pixels.
         """
         pixels = self.upload(frames)  # (N, H, W, 3) uint8 on the device
         count = pixels.shape[0]

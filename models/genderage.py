@@ -133,7 +133,7 @@ class GenderAge(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def fold(self) -> "GenderAge":
+    def fold(self) -> GenderAge:
         """Fold each conv's batch norm into the conv and ``fc1`` into ``pre_fc1`` (``bn1``
         follows a ReLU and stays). For inference after loading; returns self."""
         for block in self._blocks:
@@ -206,10 +206,10 @@ class GenderAgeClassifier:
         device: str | torch.device = "cpu",
         half: bool = False,
         sha256: str | None = None,
-    ) -> "GenderAgeClassifier":
-        """Load ``weights_path`` strictly after checking its sha256 (default: {the known hash of
-        insightface_genderage_2018.pth}), fold the batch norms (``GenderAge.fold``), move to
-        ``device`` (default: {"cpu"}); ``half`` runs the network in float16 (default: {False})."""
+    ) -> GenderAgeClassifier:
+        """Load ``weights_path`` strictly after checking its sha256 (default: the known hash of
+        insightface_genderage_2018.pth), fold the batch norms (``GenderAge.fold``), move to
+        ``device`` (default "cpu"); ``half`` runs the network in float16 (default False)."""
         from models.weights import MODELS, load_weights
 
         state = load_weights(weights_path, sha256 or MODELS["genderage"].sha256)

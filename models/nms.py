@@ -21,9 +21,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return batched_nms(boxes, scores, groups, iou_threshold)
 
 
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS within each group (e.g. image of a batch) in one call; returns the kept
     indices, highest score first (ties in input order).
 

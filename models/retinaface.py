@@ -218,9 +218,10 @@ _DEVICE_ANCHORS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 def anchors(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Prior boxes for an input of height x width pixels, cached per (size, device).
 
-    Returns (A, 4) float32 (cx, cy, w, h) normalised to the input size: for each level (steps
-    8, 16, 32), each cell (i, j) of the ceil(H/step) x ceil(W/step) map in row-major order, each
-    anchor size s of that level: ((j + 0.5) * step / W, (i + 0.5) * step / H, s / W, s / H).
+    Returns:
+        (A, 4) float32 (cx, cy, w, h) normalised to the input size: for each level (steps
+        8, 16, 32), each cell (i, j) of the ceil(H/step) x ceil(W/step) map in row-major order, each
+        anchor size s of that level: ((j + 0.5) * step / W, (i + 0.5) * step / H, s / W, s / H).
     """
     key = (height, width, torch.device(device))
     if key not in _DEVICE_ANCHORS:
@@ -259,10 +260,11 @@ def decode(
         height, width: the network input size in pixels.
         score_threshold: keep anchors with face probability > this (0..1).
         nms_threshold: IoU above which a lower-scoring box of the same image is dropped.
-        pre_nms_top_k: at most this many best anchors per image go to NMS (default: {5000}).
+        pre_nms_top_k: at most this many best anchors per image go to NMS (default 5000).
 
-    Returns float32 Detections on the outputs' device, grouped by image, each image's faces by
-    descending score; coordinates not clipped to the image.
+    Returns:
+        Float32 Detections on the outputs' device, grouped by image, each image's faces by
+        descending score; coordinates not clipped to the image.
     """
     loc, conf, landms = (t.float() for t in outputs)
     scores = conf[..., 1]  # (N, A)
@@ -306,10 +308,10 @@ class RetinaFaceDetector:
         device: str | torch.device = "cpu",
         half: bool = False,
         sha256: str | None = None,
-    ) -> "RetinaFaceDetector":
-        """Load ``weights_path`` strictly, checking its sha256 (default: {the known hash of
-        retinaface_mobilenet0.25.pth}), fold the batch norms (``fold_batchnorm``), move to
-        ``device`` (default: {"cpu"}); ``half`` runs the network in float16 (default: {False})."""
+    ) -> RetinaFaceDetector:
+        """Load ``weights_path`` strictly, checking its sha256 (default: the known hash of
+        retinaface_mobilenet0.25.pth), fold the batch norms (``fold_batchnorm``), move to
+        ``device`` (default "cpu"); ``half`` runs the network in float16 (default False)."""
         from models.weights import MODELS, load_weights
 
         net = RetinaFace()
@@ -326,7 +328,8 @@ class RetinaFaceDetector:
             score_threshold: minimum face probability 0..1 (the MANIFEST used 0.8 for photos).
             nms_threshold: NMS IoU threshold (the MANIFEST used 0.4).
 
-        Returns flat Detections on the detector's device, float32, in pixels of ``images``.
+        Returns:
+            Flat Detections on the detector's device, float32, in pixels of ``images``.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")

@@ -23,20 +23,21 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from analyzer.errors import InfrastructureError, WeightsError
-from analyzer.files import publish, sha256_of
+from models.errors import DownloadError, WeightsError
+from models.files import publish, sha256_of
 
 __all__ = [
     "ModelConfig",
     "MODELS",
+    "DetectorConfig",
     "DETECTORS",
     "ClassifierConfig",
     "CLASSIFIERS",
@@ -124,9 +125,7 @@ def convert_mxnet_params(source: Path, target: Path) -> None:
     if name_count != count or offset != len(data):
         raise WeightsError(f"{source}: malformed MXNet .params file")
     tensors = dict(zip(names, arrays))
-    state = collections.OrderedDict(
-        (name.split(":", 1)[1], torch.from_numpy(tensors[name])) for name in sorted(names)
-    )
+    state = collections.OrderedDict((name.split(":", 1)[1], torch.from_numpy(tensors[name])) for name in sorted(names))
     torch.save(state, target)
 
 
@@ -228,7 +227,27 @@ MODELS: dict[str, ModelConfig] = {
     ),
 }
 
-DETECTORS = ("retinaface", "yunet")
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """A face detector: its weights, its class, its default thresholds.
+
+    weights: name in MODELS of its weights file; detector: ``module:Class`` of its
+    ``FaceDetector``, whose ``from_file(path, device=, half=)`` checks the sha256 (imported only
+    when chosen: torch); score_threshold, nms_threshold: the defaults of ``FaceAnalyzer``.
+    """
+
+    weights: str
+    detector: str
+    score_threshold: float
+    nms_threshold: float
+
+
+# A detector is added by one entry here, its MODELS entry and its nn.Module.
+DETECTORS: dict[str, DetectorConfig] = {
+    "retinaface": DetectorConfig("retinaface", "models.retinaface:RetinaFaceDetector", 0.9, 0.4),
+    "yunet": DetectorConfig("yunet", "models.yunet:YuNetDetector", 0.6, 0.3),
+}
 
 
 @dataclass(frozen=True)
@@ -275,8 +294,7 @@ def verify_file(path: str | Path, sha256: str) -> Path:
     actual = sha256_of(path)
     if actual != sha256:
         raise WeightsError(
-            f"model weights {path} corrupt: sha256 {actual}, expected {sha256}; "
-            "run `analyzer models fetch`"
+            f"model weights {path} corrupt: sha256 {actual}, expected {sha256}; run `analyzer models fetch`"
         )
     return path
 
@@ -319,7 +337,7 @@ def model_version(detector_name: str, classifier: str = DEFAULT_CLASSIFIER) -> s
     every event, so a change of weights, temperature or flip re-analyses stored videos."""
     if detector_name not in DETECTORS:
         raise ValueError(f"unknown detector {detector_name!r}; known: {', '.join(DETECTORS)}")
-    detector = MODELS[detector_name]
+    detector = MODELS[DETECTORS[detector_name].weights]
     return f"{detector.name}-{detector.sha256[:8]}+{classifier}-{classifier_digest(classifier)}"
 
 
@@ -347,7 +365,7 @@ def _download(url: str, target: Path) -> None:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as f:
             shutil.copyfileobj(response, f)
     except OSError as exc:  # URLError, HTTPError, timeouts
-        raise InfrastructureError(f"download of {url} failed: {exc}") from exc
+        raise DownloadError(f"download of {url} failed: {exc}") from exc
 
 
 def _check(path: Path, sha256: str | None, what: str) -> None:
@@ -409,12 +427,12 @@ def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[
     Args:
         model_dir: target folder, created if needed.
         source: a local folder holding the files (e.g. ../shared/models), or None to download
-            from the upstream URLs (default: {None}).
-        names: models to fetch (default: {all of MODELS}).
+            from the upstream URLs (default None).
+        names: models to fetch (default all of MODELS).
 
     Files already present with the right hash are kept. Returns the paths of all the files.
     Raises WeightsError when a source file is missing or has the wrong hash, and
-    InfrastructureError when a download fails.
+    DownloadError when a download fails.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analyzer.errors import WeightsError
 from models.detection import Detections, nms_per_image, top_candidates
+from models.errors import WeightsError
 
 __all__ = [
     "OUTPUT_NAMES",
@@ -61,9 +61,7 @@ BN_EPS = 1e-5  # MMCV/PyTorch default; the ONNX export's folded weights agree wi
 PRE_NMS_TOP_K = 5000  # candidates per image kept before NMS (cv2.FaceDetectorYN's default)
 
 # Raw outputs in the order of the ONNX export (and of YuNet.forward).
-OUTPUT_NAMES = tuple(
-    f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES
-)
+OUTPUT_NAMES = tuple(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
 
 
 class ConvDPUnit(nn.Module):
@@ -161,15 +159,11 @@ class YuNetHead(nn.Module):
         super().__init__()
         levels = range(len(STRIDES))
         # NOTE the inner ModuleList gives the checkpoint's `multi_level_share_convs.L.0.*` keys.
-        self.multi_level_share_convs = nn.ModuleList(
-            nn.ModuleList([ConvDPUnit(CHANNELS, CHANNELS)]) for _ in levels
-        )
+        self.multi_level_share_convs = nn.ModuleList(nn.ModuleList([ConvDPUnit(CHANNELS, CHANNELS)]) for _ in levels)
         self.multi_level_cls = nn.ModuleList(ConvDPUnit(CHANNELS, 1, False) for _ in levels)
         self.multi_level_bbox = nn.ModuleList(ConvDPUnit(CHANNELS, 4, False) for _ in levels)
         self.multi_level_obj = nn.ModuleList(ConvDPUnit(CHANNELS, 1, False) for _ in levels)
-        self.multi_level_kps = nn.ModuleList(
-            ConvDPUnit(CHANNELS, 2 * NUM_LANDMARKS, False) for _ in levels
-        )
+        self.multi_level_kps = nn.ModuleList(ConvDPUnit(CHANNELS, 2 * NUM_LANDMARKS, False) for _ in levels)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         cls, obj, bbox, kps = [], [], [], []
@@ -236,8 +230,9 @@ def load_yunet(weights_path: str | Path) -> YuNet:
 def _grid(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Cells of all levels for an input of height x width pixels (multiples of 32).
 
-    Returns cells (A, 2) float32 as (column, row) and strides (A, 1) float32, in the order of
-    the concatenated head outputs (level by level, row-major), A = sum of (H/s) * (W/s).
+    Returns:
+        Cells (A, 2) float32 as (column, row) and strides (A, 1) float32, in the order of
+        the concatenated head outputs (level by level, row-major), A = sum of (H/s) * (W/s).
     """
     cells, strides = [], []
     for stride in STRIDES:
@@ -264,10 +259,11 @@ def decode(
         score_threshold: keep cells with score >= this, score = sqrt(cls * obj) in 0..1.
         nms_threshold: IoU above which a lower-scoring box of the same image is dropped.
         pre_nms_top_k: at most this many highest-scoring cells per image go to NMS
-            (default: {5000}).
+            (default 5000).
 
-    Returns Detections (float32, on the outputs' device), grouped by image, each image's faces
-    by descending score; coordinates in input pixels, not clipped to the image.
+    Returns:
+        Detections (float32, on the outputs' device), grouped by image, each image's faces
+        by descending score; coordinates in input pixels, not clipped to the image.
     """
     n = len(STRIDES)
     cls, obj, bbox, kps = (torch.cat(outputs[i * n : (i + 1) * n], dim=1).float() for i in range(4))
@@ -283,7 +279,7 @@ def decode(
     centre = (cell + deltas[:, :2]) * stride
     half_size = deltas[:, 2:].exp() * stride / 2
     boxes = torch.cat((centre - half_size, centre + half_size), dim=1)
-    landmarks = (cell[:, None, :] + kps[image_index, cell_index].view(-1, NUM_LANDMARKS, 2))
+    landmarks = cell[:, None, :] + kps[image_index, cell_index].view(-1, NUM_LANDMARKS, 2)
     landmarks = landmarks * stride[:, None, :]
     return nms_per_image(image_index, boxes, cand_scores, landmarks, nms_threshold)
 
@@ -319,17 +315,21 @@ class YuNetDetector:
 
     @classmethod
     def from_file(
-        cls, weights_path: str | Path, device: str | torch.device = "cpu", half: bool = False
+        cls,
+        weights_path: str | Path,
+        device: str | torch.device = "cpu",
+        half: bool = False,
+        sha256: str | None = None,
     ) -> YuNetDetector:
-        """Load ``weights_path`` (yunet_n.pth) onto ``device`` (default: {"cpu"}); ``half``
-        runs the network in float16 (default: {False}; CUDA only in practice)."""
-        net = load_yunet(weights_path).to(device)
+        """Load ``weights_path`` (yunet_n.pth), checking its sha256 (default: the known hash of
+        yunet_n.pth), onto ``device``; ``half`` runs the network in float16 (CUDA in practice)."""
+        from models.weights import MODELS, verify_file
+
+        net = load_yunet(verify_file(weights_path, sha256 or MODELS["yunet"].sha256)).to(device)
         return cls(net.half() if half else net)
 
     @torch.inference_mode()
-    def detect(
-        self, images: torch.Tensor, score_threshold: float, nms_threshold: float
-    ) -> Detections:
+    def detect(self, images: torch.Tensor, score_threshold: float, nms_threshold: float) -> Detections:
         """Faces in a batch.
 
         Args:
@@ -338,7 +338,8 @@ class YuNetDetector:
             score_threshold: minimum face score 0..1 (0.6 reproduces the MANIFEST's results).
             nms_threshold: NMS IoU threshold (the MANIFEST used 0.3).
 
-        Returns flat Detections on the detector's device, float32, in pixels of ``images``.
+        Returns:
+            Flat Detections on the detector's device, float32, in pixels of ``images``.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")

@@ -6,7 +6,7 @@ The Cydral gender and age nets were trained on dlib face chips: dlib's 5-point s
 and ``extract_image_chip``. At run time we have no dlib, only our detectors' 5 landmarks (eye
 centres, nose tip, mouth corners); a similarity transform from them onto a fixed template in chip
 coordinates reproduces dlib's chip as closely as a template can. This script fits that template
-on the FIT half of the evaluation set (``analyzer.evalset.split``) and measures it on the held-out
+on the FIT half of the evaluation set (``analyzer.evaluation.evalset.split``) and measures it on the held-out
 half. Three steps, because dlib and torch live in different virtual environments:
 
 1. ``landmarks`` (project venv): our detector's box and landmarks of the best face per image::
@@ -48,7 +48,7 @@ def landmarks(args: argparse.Namespace) -> None:
     """Our detector on every evaluation image: box, 5 landmarks, score of its best face."""
     import cv2
 
-    from analyzer import evalset
+    from analyzer.evaluation import evalset
     from models.face_analyzer import FaceAnalyzer
 
     faces = evalset.load(args.eval_dir)
@@ -65,7 +65,11 @@ def landmarks(args: argparse.Namespace) -> None:
             mine = found.for_frame(i)
             if len(mine):
                 best = int(np.argmax(mine.scores))
-                boxes[start + i], points[start + i], scores[start + i] = mine.boxes[best], mine.landmarks[best], mine.scores[best]
+                boxes[start + i], points[start + i], scores[start + i] = (
+                    mine.boxes[best],
+                    mine.landmarks[best],
+                    mine.scores[best],
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         args.out,
@@ -230,7 +234,14 @@ def compare(args: argparse.Namespace) -> None:
     if args.oversample:
         face_analyzer.CHIP_OVERSAMPLE = args.oversample  # a dev-time override of the constant
     images = [cv2.imread(str(data["paths"][i])) for i in rows]
-    results: dict[str, list[np.ndarray]] = {"logit": [], "age": [], "logit_f": [], "age_f": [], "chips64": [], "chips32": []}
+    results: dict[str, list[np.ndarray]] = {
+        "logit": [],
+        "age": [],
+        "logit_f": [],
+        "age_f": [],
+        "chips64": [],
+        "chips32": [],
+    }
     for start in range(0, len(rows), BATCH):
         frames = torch.from_numpy(np.stack(images[start : start + BATCH])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
@@ -276,7 +287,7 @@ def timing(args: argparse.Namespace) -> None:
     import cv2
     import torch
 
-    from analyzer import evalset
+    from analyzer.evaluation import evalset
     from models.face_analyzer import FaceAnalyzer
 
     torch.set_num_threads(args.threads)

@@ -32,7 +32,7 @@ step() {
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-# The worker asks for growable allocator segments (analyzer/pipeline.py); where the driver cannot
+# The worker asks for growable allocator segments (analyzer/analysis/pipeline.py); where the driver cannot
 # map them, run without rather than lose the lease
 if ! PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -c \
     "import torch; x = torch.empty(2**30, device='cuda'); del x; y = torch.empty(2**31, device='cuda')"; then

@@ -22,9 +22,22 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.videos"]
 
 # Settings the worker reads from the environment: cleared so the developer's shell cannot leak in.
-_PROJECT_ENV = ("VideoKey", "VIDEO_KEY", "video_id", "VIDEO_ID", "S3_BUCKET", "S3_ENDPOINT_URL", "DATABASE_URL",
-                "AWS_BATCH_JOB_ID", "AWS_BATCH_JOB_ATTEMPT", "AWS_BATCH_JQ_NAME", "AWS_BATCH_JOB_ARRAY_INDEX",
-                "VIDEOS_TABLE", "VIDEOS_ID_COLUMN", "VIDEOS_KEY_COLUMN")
+_PROJECT_ENV = (
+    "VideoKey",
+    "VIDEO_KEY",
+    "video_id",
+    "VIDEO_ID",
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "DATABASE_URL",
+    "AWS_BATCH_JOB_ID",
+    "AWS_BATCH_JOB_ATTEMPT",
+    "AWS_BATCH_JQ_NAME",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+    "VIDEOS_TABLE",
+    "VIDEOS_ID_COLUMN",
+    "VIDEOS_KEY_COLUMN",
+)
 
 
 @pytest.fixture(autouse=True)

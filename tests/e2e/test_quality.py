@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from analyzer import cli, evalset, quality
+from analyzer import cli
 from analyzer.errors import ExitCode
+from analyzer.evaluation import evalset, quality
 from tests.conftest import SHARED
 
 EVAL_DIR = SHARED / "data" / "utkface_eval"
@@ -80,8 +81,9 @@ def small_set(folder: Path, count: int) -> Path:
 def test_evaluate_command_writes_tables_and_charts(tmp_path, models_dir, capsys) -> None:
     folder = small_set(tmp_path / "set", 24)
     out = tmp_path / "report"
-    code = cli.main(["evaluate", str(folder), "--half", "all", "--out", str(out), "--model-dir", str(models_dir),
-                     "--device", "cpu"])
+    code = cli.main(
+        ["evaluate", str(folder), "--half", "all", "--out", str(out), "--model-dir", str(models_dir), "--device", "cpu"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "gender accuracy %" in printed and "age MAE" in printed and "| 70+ |" in printed

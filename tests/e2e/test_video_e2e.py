@@ -19,8 +19,10 @@ VIDEOS = {  # name: (file, duration ms, width, height, fewest and most appearanc
     "walking": ("facenet_pytorch_walking.mp4", 4200, 1920, 1080, 5, 25),
     "hamilton": ("short_hamilton_clip.mp4", 9176, 640, 360, 3, 20),
 }
-EVENT_COLUMNS = ("event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h, det_score, gender,"
-                 " gender_score, age, age_low, age_high, face_count, model_version")
+EVENT_COLUMNS = (
+    "event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h, det_score, gender,"
+    " gender_score, age, age_low, age_high, face_count, model_version"
+)
 
 
 def _rows(url: str, sql: str, *params) -> list[dict]:
@@ -33,9 +35,17 @@ def _events(url: str, video_id: int) -> list[dict]:
 
 
 def _batch_env(s3_server, database_url: str, key: str, video_id: int, models_dir: Path, **extra: str) -> dict:
-    return procs.worker_env(**s3_server.env(), DATABASE_URL=database_url, VideoKey=key, video_id=str(video_id),
-                            AWS_BATCH_JOB_ID=f"job-{uuid.uuid4().hex[:8]}", AWS_BATCH_JOB_ATTEMPT="1",
-                            AWS_BATCH_JQ_NAME="video-analyzer", ANALYZER_MODEL_DIR=str(models_dir), **extra)
+    return procs.worker_env(
+        **s3_server.env(),
+        DATABASE_URL=database_url,
+        VideoKey=key,
+        video_id=str(video_id),
+        AWS_BATCH_JOB_ID=f"job-{uuid.uuid4().hex[:8]}",
+        AWS_BATCH_JOB_ATTEMPT="1",
+        AWS_BATCH_JQ_NAME="video-analyzer",
+        ANALYZER_MODEL_DIR=str(models_dir),
+        **extra,
+    )
 
 
 def _entrypoint(env: dict) -> procs.Finished:
@@ -124,8 +134,20 @@ def test_local_run_without_database_prints_json_and_draws_a_contact_sheet(media_
     import cv2
 
     sheet = tmp_path / "sheet.png"
-    result = procs.run(["run", str(media_dir / "short_hamilton_clip.mp4"), "--video-id", "5", "--model-dir",
-                        str(models_dir), "--contact-sheet", str(sheet)], procs.worker_env(), module="analyzer.cli")
+    result = procs.run(
+        [
+            "run",
+            str(media_dir / "short_hamilton_clip.mp4"),
+            "--video-id",
+            "5",
+            "--model-dir",
+            str(models_dir),
+            "--contact-sheet",
+            str(sheet),
+        ],
+        procs.worker_env(),
+        module="analyzer.cli",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     document = json.loads(result.stdout)
     assert 3 <= len(document["events"]) <= 20 and document["frames"] > 0

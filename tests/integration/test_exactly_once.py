@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -18,15 +18,31 @@ import pytest
 from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode
-from analyzer.store import LOCK_NAMESPACE
+from analyzer.store.postgres import LOCK_NAMESPACE
 from tests.support import procs
 from tests.support.worker import expected_event
 
 pytestmark = pytest.mark.integration
 
 VIDEO_ID = 4242
-EVENT_COLUMNS = ("event_key", "start_ms", "end_ms", "best_frame_ms", "box_x", "box_y", "box_w", "box_h",
-                 "det_score", "gender", "gender_score", "age", "age_low", "age_high", "face_count", "model_version")
+EVENT_COLUMNS = (
+    "event_key",
+    "start_ms",
+    "end_ms",
+    "best_frame_ms",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "det_score",
+    "gender",
+    "gender_score",
+    "age",
+    "age_low",
+    "age_high",
+    "face_count",
+    "model_version",
+)
 
 
 @pytest.fixture
@@ -44,8 +60,10 @@ def _query(url: str, sql: str, *params) -> list[dict]:
 
 def _events(url: str, video_id: int = VIDEO_ID) -> list[tuple]:
     cols = ", ".join(EVENT_COLUMNS)
-    return [tuple(r.values()) for r in _query(url, f"SELECT {cols} FROM events WHERE video_id = %s ORDER BY event_key",
-                                              video_id)]
+    return [
+        tuple(r.values())
+        for r in _query(url, f"SELECT {cols} FROM events WHERE video_id = %s ORDER BY event_key", video_id)
+    ]
 
 
 def _status(url: str, video_id: int = VIDEO_ID) -> dict | None:
@@ -60,6 +78,7 @@ def _status_is(url: str, status: str):
         except psycopg.errors.UndefinedTable:
             return None
         return row if row and row["status"] == status else None
+
     return check
 
 
@@ -91,7 +110,9 @@ def test_twenty_concurrent_runs_analyse_once(database_url, pg_server, video, tmp
     skipped = [r for r, a in zip(results, actions) if "start" not in a]
     assert all({"duplicate_skipped", "already_done"} & set(a) for a in actions if "start" not in a)
     assert max(r.cpu_s for r in skipped) < 1.0, sorted(r.cpu_s for r in skipped)
-    duplicate_lines = [line for r in skipped for line in _json_lines(r.stderr) if line.get("action") == "duplicate_skipped"]
+    duplicate_lines = [
+        line for r in skipped for line in _json_lines(r.stderr) if line.get("action") == "duplicate_skipped"
+    ]
     assert duplicate_lines and all("analyzer:job=" in line["message"] for line in duplicate_lines)
 
     clean_url = pg_server.create_database()
@@ -149,14 +170,23 @@ def test_sigkill_during_the_write_transaction_leaves_no_partial_rows(database_ur
     # DELETE of stale rows waits on this row lock, in the middle of its write transaction.
     assert procs.run(_args(video), procs.worker_env(DATABASE_URL=database_url)).returncode == 0
     _query(database_url, "DELETE FROM events WHERE video_id = %s", VIDEO_ID)
-    _query(database_url, "INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
-                         " box_w, box_h, det_score, face_count, model_version)"
-                         " VALUES (%s, 'old', 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'old-model')", VIDEO_ID)
+    _query(
+        database_url,
+        "INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
+        " box_w, box_h, det_score, face_count, model_version)"
+        " VALUES (%s, 'old', 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'old-model')",
+        VIDEO_ID,
+    )
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT * FROM events WHERE event_key = 'old' FOR UPDATE")
         worker = procs.start(_args(video, "--force"), procs.worker_env(DATABASE_URL=database_url))
-        procs.wait_for(lambda: _query(database_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                                    " AND query LIKE '%%DELETE FROM events%%'"), what="the write to block")
+        procs.wait_for(
+            lambda: _query(
+                database_url,
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%DELETE FROM events%%'",
+            ),
+            what="the write to block",
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         blocker.rollback()
@@ -167,8 +197,12 @@ def test_sigkill_during_the_write_transaction_leaves_no_partial_rows(database_ur
 
 @pytest.mark.parametrize("block", ["0", "30"], ids=["between-steps", "inside-a-long-call"])
 def test_sigterm_stops_within_five_seconds(database_url, video, block):
-    env = procs.worker_env(DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
-                           TEST_ANALYSIS_PAUSE="0.1", TEST_ANALYSIS_BLOCK=block)
+    env = procs.worker_env(
+        DATABASE_URL=database_url,
+        TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
+        TEST_ANALYSIS_PAUSE="0.1",
+        TEST_ANALYSIS_BLOCK=block,
+    )
     worker = procs.start(_args(video), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
     time.sleep(0.3)
@@ -182,12 +216,20 @@ def test_sigterm_stops_within_five_seconds(database_url, video, block):
 
 
 def test_terminated_lock_backend_means_no_write_and_retryable_exit(database_url, video):
-    env = procs.worker_env(DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="60", TEST_ANALYSIS_PAUSE="0.1",
-                           ANALYZER_HEARTBEAT_INTERVAL="0.5")
+    env = procs.worker_env(
+        DATABASE_URL=database_url,
+        TEST_ANALYSIS_STEPS="60",
+        TEST_ANALYSIS_PAUSE="0.1",
+        ANALYZER_HEARTBEAT_INTERVAL="0.5",
+    )
     worker = procs.start(_args(video), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
-    holder = _query(database_url, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
-                                  " AND objid = %s AND granted", LOCK_NAMESPACE, VIDEO_ID)[0]["pid"]
+    holder = _query(
+        database_url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND granted",
+        LOCK_NAMESPACE,
+        VIDEO_ID,
+    )[0]["pid"]
     _query(database_url, "SELECT pg_terminate_backend(%s)", holder)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == ExitCode.RETRYABLE, err
@@ -204,8 +246,10 @@ def videos_table(database_url):
 
 @pytest.mark.parametrize("video_id", ["2025", "85"])
 def test_video_key_mismatch_is_refused_and_nothing_written(videos_table, video, video_id):
-    result = procs.run(["run", "s3://uploads/videos/2025/12/29/1f0c_clip.mp4", "--video-id", video_id],
-                       procs.worker_env(DATABASE_URL=videos_table))
+    result = procs.run(
+        ["run", "s3://uploads/videos/2025/12/29/1f0c_clip.mp4", "--video-id", video_id],
+        procs.worker_env(DATABASE_URL=videos_table),
+    )
     assert result.returncode == ExitCode.VIDEO_MISMATCH, result.stderr
     errors = [line for line in _json_lines(result.stderr) if line["level"] == "ERROR"]
     assert len(errors) == 1 and "videos" in errors[0]["message"]

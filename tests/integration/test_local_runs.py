@@ -18,8 +18,10 @@ def _video(tmp_path: Path, media_dir: Path) -> Path:
 
 def test_local_run_writes_json_file(tmp_path, media_dir):
     out = tmp_path / "events" / "clip.json"
-    result = procs.run(["run", str(_video(tmp_path, media_dir)), "--video-id", "3", "--json", str(out),
-                        "--lock-dir", str(tmp_path)], procs.worker_env())
+    result = procs.run(
+        ["run", str(_video(tmp_path, media_dir)), "--video-id", "3", "--json", str(out), "--lock-dir", str(tmp_path)],
+        procs.worker_env(),
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads(out.read_text())
     assert len(document["events"]) == 4 and result.stdout == ""

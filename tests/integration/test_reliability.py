@@ -17,9 +17,16 @@ import psycopg
 import pytest
 
 from analyzer.errors import ExitCode
-from analyzer.store import LOCK_NAMESPACE
-from tests.integration.test_exactly_once import (VIDEO_ID, _events, _json_lines, _lock_is_free, _query,
-                                                 _status, _status_is)
+from analyzer.store.postgres import LOCK_NAMESPACE
+from tests.integration.test_exactly_once import (
+    VIDEO_ID,
+    _events,
+    _json_lines,
+    _lock_is_free,
+    _query,
+    _status,
+    _status_is,
+)
 from tests.support import procs
 from tests.support.worker import expected_event
 
@@ -44,8 +51,10 @@ def _errors(stderr: str) -> list[dict]:
 
 
 def _written(url: str) -> tuple[int, int]:
-    return (_query(url, "SELECT count(*) AS n FROM events")[0]["n"],
-            _query(url, "SELECT count(*) AS n FROM video_analyses")[0]["n"])
+    return (
+        _query(url, "SELECT count(*) AS n FROM events")[0]["n"],
+        _query(url, "SELECT count(*) AS n FROM video_analyses")[0]["n"],
+    )
 
 
 # 1. The videos-table guard
@@ -60,8 +69,9 @@ def mixed_case_videos(database_url):
 
 def test_mixed_case_table_is_checked_as_named(mixed_case_videos, video):
     """VIDEOS_TABLE=Videos names the table "Videos", whose row names another key: refused (7)."""
-    result = procs.run(_args(video, video_id=84), procs.worker_env(DATABASE_URL=mixed_case_videos,
-                                                                    VIDEOS_TABLE="Videos"))
+    result = procs.run(
+        _args(video, video_id=84), procs.worker_env(DATABASE_URL=mixed_case_videos, VIDEOS_TABLE="Videos")
+    )
     assert result.returncode == ExitCode.VIDEO_MISMATCH, result.stderr
     [error] = _errors(result.stderr)
     assert "Videos" in error["message"] and KEY in error["message"]
@@ -74,8 +84,9 @@ def test_schema_qualified_mixed_case_table(database_url, video):
     _query(database_url, 'INSERT INTO "App"."Uploads" VALUES (84, %s)', str(video))
     ok = procs.run(_args(video, video_id=84), procs.worker_env(DATABASE_URL=database_url, VIDEOS_TABLE="App.Uploads"))
     assert ok.returncode == 0, ok.stderr
-    refused = procs.run(_args(video, video_id=85), procs.worker_env(DATABASE_URL=database_url,
-                                                                    VIDEOS_TABLE="App.Uploads"))
+    refused = procs.run(
+        _args(video, video_id=85), procs.worker_env(DATABASE_URL=database_url, VIDEOS_TABLE="App.Uploads")
+    )
     assert refused.returncode == ExitCode.VIDEO_MISMATCH, refused.stderr
 
 
@@ -89,8 +100,10 @@ def test_configured_table_that_does_not_exist_is_a_settings_error(database_url, 
 
 
 def test_missing_column_is_a_settings_error(mixed_case_videos, video):
-    result = procs.run(_args(video, video_id=84), procs.worker_env(
-        DATABASE_URL=mixed_case_videos, VIDEOS_TABLE="Videos", VIDEOS_KEY_COLUMN="key"))
+    result = procs.run(
+        _args(video, video_id=84),
+        procs.worker_env(DATABASE_URL=mixed_case_videos, VIDEOS_TABLE="Videos", VIDEOS_KEY_COLUMN="key"),
+    )
     assert result.returncode == ExitCode.BAD_SETTINGS, result.stderr
     [error] = _errors(result.stderr)
     assert "VIDEOS_KEY_COLUMN" in error["message"]
@@ -120,8 +133,9 @@ def test_default_table_present_is_checked_and_says_so(database_url, video):
 
 
 def _blocked_on(url: str, statement: str) -> list[dict]:
-    return _query(url, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                  f"%{statement}%")
+    return _query(
+        url, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s", f"%{statement}%"
+    )
 
 
 def test_killed_worker_blocked_in_its_write_frees_the_video(database_url, video):
@@ -130,9 +144,12 @@ def test_killed_worker_blocked_in_its_write_frees_the_video(database_url, video)
     first_key = expected_event(digest, 0).event_key
     assert procs.run(["migrate"], procs.worker_env(DATABASE_URL=database_url), module="analyzer.cli").returncode == 0
     with psycopg.connect(database_url) as blocker:  # holds one of the worker's event keys, uncommitted
-        blocker.execute("INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
-                        " box_w, box_h, det_score, face_count, model_version)"
-                        " VALUES (%s, %s, 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'other')", (VIDEO_ID, first_key))
+        blocker.execute(
+            "INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
+            " box_w, box_h, det_score, face_count, model_version)"
+            " VALUES (%s, %s, 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'other')",
+            (VIDEO_ID, first_key),
+        )
         worker = procs.start(_args(video), procs.worker_env(DATABASE_URL=database_url))
         procs.wait_for(lambda: _blocked_on(database_url, "INSERT INTO events"), what="the write to block")
         worker.send_signal(signal.SIGKILL)
@@ -156,9 +173,13 @@ def _hold_lock(url: str, application_name: str) -> psycopg.Connection:
 
 
 def _running_row(url: str, heartbeat_age_s: float) -> None:
-    _query(url, "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version, heartbeat_at)"
-                " VALUES (%s, gen_random_uuid(), 'running', 'k', 'm', now() - make_interval(secs => %s))",
-           VIDEO_ID, heartbeat_age_s)
+    _query(
+        url,
+        "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version, heartbeat_at)"
+        " VALUES (%s, gen_random_uuid(), 'running', 'k', 'm', now() - make_interval(secs => %s))",
+        VIDEO_ID,
+        heartbeat_age_s,
+    )
 
 
 def test_duplicate_of_a_silent_holder_is_retryable(database_url, video):
@@ -203,10 +224,12 @@ def test_forced_exit_while_the_write_is_blocked_marks_the_run_interrupted(databa
     digest = hashlib.sha256(video.read_bytes()).digest()
     assert procs.run(["migrate"], procs.worker_env(DATABASE_URL=database_url), module="analyzer.cli").returncode == 0
     with psycopg.connect(database_url) as blocker:
-        blocker.execute("INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
-                        " box_w, box_h, det_score, face_count, model_version)"
-                        " VALUES (%s, %s, 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'other')",
-                        (VIDEO_ID, expected_event(digest, 0).event_key))
+        blocker.execute(
+            "INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
+            " box_w, box_h, det_score, face_count, model_version)"
+            " VALUES (%s, %s, 0, 10, 5, 1, 1, 5, 5, 0.9, 1, 'other')",
+            (VIDEO_ID, expected_event(digest, 0).event_key),
+        )
         worker = procs.start(_args(video), procs.worker_env(DATABASE_URL=database_url))
         procs.wait_for(lambda: _blocked_on(database_url, "INSERT INTO events"), what="the write to block")
         sent = time.monotonic()
@@ -225,8 +248,9 @@ def test_forced_exit_removes_the_downloaded_input(database_url, s3_server, media
     s3_server.upload(media_dir / "short_hamilton_clip.mp4", key)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = procs.worker_env(DATABASE_URL=database_url, TMPDIR=str(tmp), TEST_ANALYSIS_STEPS="1",
-                           TEST_ANALYSIS_BLOCK="30", **s3_server.env())
+    env = procs.worker_env(
+        DATABASE_URL=database_url, TMPDIR=str(tmp), TEST_ANALYSIS_STEPS="1", TEST_ANALYSIS_BLOCK="30", **s3_server.env()
+    )
     worker = procs.start(_args(key), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
     procs.wait_for(lambda: any(tmp.rglob("*")), what="the download")
@@ -240,15 +264,21 @@ def test_forced_exit_removes_the_downloaded_input(database_url, s3_server, media
 # 4. A run that Batch timed out (SIGTERM, then SIGKILL after the stop timeout) is found for resubmission
 
 
-@pytest.mark.parametrize(("block", "status"), [("0", "interrupted"), ("30", "running")],
-                         ids=["stops-on-sigterm", "killed-before-it-stops"])
+@pytest.mark.parametrize(
+    ("block", "status"), [("0", "interrupted"), ("30", "running")], ids=["stops-on-sigterm", "killed-before-it-stops"]
+)
 def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, status):
-    from analyzer import db
-    from analyzer.store import stale_runs
+    from analyzer.store import db
+    from analyzer.store.postgres import stale_runs
 
-    env = procs.worker_env(DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
-                           TEST_ANALYSIS_PAUSE="0.1", TEST_ANALYSIS_BLOCK=block, ANALYZER_HEARTBEAT_INTERVAL="0.2",
-                           AWS_BATCH_JOB_ID="job-timeout")
+    env = procs.worker_env(
+        DATABASE_URL=database_url,
+        TEST_ANALYSIS_STEPS="1" if block != "0" else "300",
+        TEST_ANALYSIS_PAUSE="0.1",
+        TEST_ANALYSIS_BLOCK=block,
+        ANALYZER_HEARTBEAT_INTERVAL="0.2",
+        AWS_BATCH_JOB_ID="job-timeout",
+    )
     worker = procs.start(_args(video), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
     time.sleep(0.5)
@@ -270,15 +300,22 @@ def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, 
 
 def test_worker_sessions_ask_the_server_to_watch_them(database_url):
     """The server-side settings arrive with every worker session; a URL's own options win."""
-    from analyzer import db
+    from analyzer.store import db
 
     def shown(conn, name: str) -> str:
         return conn.execute(f"SHOW {name}").fetchone()[name]
 
     with db.connect(database_url, "test") as conn:
-        assert [shown(conn, n) for n in ("client_connection_check_interval", "tcp_keepalives_idle",
-                                         "statement_timeout", "lock_timeout",
-                                         "idle_in_transaction_session_timeout")] == ["5s", "20", "30s", "10s", "1min"]
+        assert [
+            shown(conn, n)
+            for n in (
+                "client_connection_check_interval",
+                "tcp_keepalives_idle",
+                "statement_timeout",
+                "lock_timeout",
+                "idle_in_transaction_session_timeout",
+            )
+        ] == ["5s", "20", "30s", "10s", "1min"]
     with db.connect(f"{database_url}?options=-c%20lock_timeout%3D3s", "test") as conn:
         assert shown(conn, "lock_timeout") == "3s" and shown(conn, "statement_timeout") == "30s"
     with db.connect(database_url, "test", short=True) as conn:

@@ -91,9 +91,13 @@ def test_single_frame_and_batch_agree(genderage_reference) -> None:
 
 def test_sharpness_drops_when_blurred(genderage_reference) -> None:
     crops = torch.from_numpy(genderage_reference["crops_rgb_uint8"][:4]).permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
-    blurred = torch.from_numpy(
-        np.stack([cv2.GaussianBlur(c, (0, 0), 2.0) for c in genderage_reference["crops_rgb_uint8"][:4]])
-    ).permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
+    blurred = (
+        torch.from_numpy(
+            np.stack([cv2.GaussianBlur(c, (0, 0), 2.0) for c in genderage_reference["crops_rgb_uint8"][:4]])
+        )
+        .permute(0, 3, 1, 2)
+        .float()[:, [2, 1, 0]]
+    )
     sharp_values, blurred_values = sharpness(crops), sharpness(blurred)
     assert sharp_values.shape == (4,)
     assert (blurred_values < sharp_values / 4).all()

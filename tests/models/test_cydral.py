@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer import evalset
-from analyzer.errors import WeightsError
+from analyzer.evaluation import evalset
 from models.cydral import AGE_CLASSES, CydralClassifier, expected_age
+from models.errors import WeightsError
 from models.face_analyzer import FaceAnalyzer
 from tests.models.conftest import MODELS_DIR, SHARED, weights_dir
 

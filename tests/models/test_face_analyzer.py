@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer.errors import SettingsError, WeightsError
+from analyzer import errors
 from models.align import sharpness
 from models.cydral import AGE_CLASSES
+from models.errors import ModelSettingsError, WeightsError
 from models.face_analyzer import FaceAnalyzer, FaceBatch, pad_faces
 from models.nms import box_iou
 from models.weights import CLASSIFIERS, model_version
@@ -165,15 +166,21 @@ def test_bad_frames_are_refused(default_analyzer: FaceAnalyzer) -> None:
 
 
 def test_settings_errors(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="detector"):
+    with pytest.raises(ModelSettingsError, match="detector"):
         FaceAnalyzer(weights_dir(), detector="mtcnn", device="cpu")
-    with pytest.raises(SettingsError, match="half"):
+    with pytest.raises(ModelSettingsError, match="half"):
         FaceAnalyzer(weights_dir(), device="cpu", half=True)
     with pytest.raises(WeightsError, match="analyzer models fetch"):
         FaceAnalyzer(tmp_path, device="cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(SettingsError, match="CUDA"):
+        with pytest.raises(ModelSettingsError, match="CUDA"):
             FaceAnalyzer(weights_dir(), device="cuda")
+
+
+def test_the_analyzer_maps_model_settings_to_exit_2() -> None:
+    with pytest.raises(errors.SettingsError, match="detector") as caught, errors.model_errors():
+        FaceAnalyzer(weights_dir(), detector="mtcnn", device="cpu")
+    assert caught.value.exit_code is errors.ExitCode.BAD_SETTINGS
 
 
 def test_model_version_and_device(default_analyzer: FaceAnalyzer) -> None:
@@ -214,7 +221,7 @@ def test_insightface_is_opt_in_with_a_licence_warning(
     assert analyzer.model_version != model_version("retinaface", "cydral")
     faces = full_size_analyzer.analyze(read_bgr("obama.jpg")[None])
     assert faces.age[0] == 61 and faces.age_probs[0].argmax() == 61 and faces.age_probs[0].sum() == 1
-    with pytest.raises(SettingsError, match="classifier"):
+    with pytest.raises(ModelSettingsError, match="classifier"):
         FaceAnalyzer(weights_dir(), device="cpu", classifier="dlib")
 
 

@@ -29,8 +29,20 @@ def json_lines(text: str) -> list[dict]:
 
 def test_faces_prints_one_json_line_per_face(capsys: pytest.CaptureFixture[str]) -> None:
     images = [str(MEDIA_DIR / "obama.jpg"), str(MEDIA_DIR / "two_people.jpg")]
-    code = run(["faces", *images, "--model-dir", str(weights_dir()), "--device", "cpu",
-                "--threshold", "0.8", "--det-max-side", "0"])  # fmt: skip
+    code = run(
+        [
+            "faces",
+            *images,
+            "--model-dir",
+            str(weights_dir()),
+            "--device",
+            "cpu",
+            "--threshold",
+            "0.8",
+            "--det-max-side",
+            "0",
+        ]
+    )
     assert code == 0
     records = json_lines(capsys.readouterr().out)
     assert [r["file"] for r in records] == [images[0], images[1], images[1]]

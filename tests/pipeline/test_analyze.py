@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analyzer.pipeline import analyze_video
+from analyzer.analysis.pipeline import analyze_video
 from analyzer.settings import Settings
 
 STAGES = ("wait_decode_s", "upload_s", "models_s", "track_s")
@@ -53,8 +53,9 @@ def test_cuda_summary_reports_gpu_memory_inside_the_cap(walking_video: Path, mod
 def test_classifier_setting_reaches_the_models_and_every_event_has_its_age_range(
     walking_video: Path, models_dir: Path, classifier: str
 ) -> None:
-    result = _analyze(walking_video, models_dir, device="cpu", decoder="opencv", classifier=classifier,
-                      min_gender_score=0.0)
+    result = _analyze(
+        walking_video, models_dir, device="cpu", decoder="opencv", classifier=classifier, min_gender_score=0.0
+    )
     assert f"+{classifier}-" in result.stats["model_version"]
     judged = [e for e in result.events if e.age is not None]
     assert len(judged) >= 5

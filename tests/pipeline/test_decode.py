@@ -1,4 +1,4 @@
-"""analyzer.decode on the real clips and on bad inputs: probing, sampling, batching, threading."""
+"""analyzer.video on the real clips and on bad inputs: probing, sampling, batching, threading."""
 
 from __future__ import annotations
 
@@ -11,16 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from analyzer.decode import (
-    DecodeLimits,
-    FrameBatcher,
-    TimestampSampler,
-    iter_batches,
-    probe,
-    pts_to_ms,
-    resolve_backend,
-)
 from analyzer.errors import ExitCode, InputRejected, Interrupted, UndecodableVideo
+from analyzer.video.backend import resolve_backend
+from analyzer.video.batcher import FrameBatcher
+from analyzer.video.probe import DecodeLimits, probe, pts_to_ms
+from analyzer.video.sampling import TimestampSampler
 from tests.fixtures.videos import HAMILTON, WALKING, media_path, remux
 
 LIMITS = DecodeLimits(max_pixels=4096 * 2160, max_duration_s=3600.0)
@@ -33,7 +28,7 @@ CLIPS = {  # name: (width, height, fps, frames) from shared/media/MANIFEST.md
 
 
 def _decode_all(path: Path, backend: str, **kwargs) -> tuple[list, FrameBatcher]:
-    batcher = iter_batches(path, backend=backend, **kwargs)
+    batcher = FrameBatcher(path, backend=backend, **kwargs)
     return list(batcher), batcher
 
 
@@ -154,7 +149,7 @@ def test_duration_limit_enforced_while_decoding_when_the_header_is_silent(hamilt
     info = replace(probe(hamilton_video), duration_ms=0)
     limits = DecodeLimits(max_pixels=LIMITS.max_pixels, max_duration_s=2)
     with pytest.raises(InputRejected, match="runs past the limit of 2 s"):
-        list(iter_batches(hamilton_video, info=info, limits=limits, batch_size=4))
+        list(FrameBatcher(hamilton_video, info=info, limits=limits, batch_size=4))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -181,7 +176,7 @@ def test_no_decodable_frame_is_undecodable(tmp_path: Path, hamilton_video: Path,
     header_only.write_bytes(data[: data.index(b"mdat") + 4])
     info = probe(hamilton_video)  # the header's view; probing the cut file would refuse it earlier
     with pytest.raises(UndecodableVideo, match="no decodable video frame"):
-        list(iter_batches(header_only, backend=backend, info=info))
+        list(FrameBatcher(header_only, backend=backend, info=info))
     with pytest.raises(UndecodableVideo):
         probe(header_only)
 
@@ -205,7 +200,7 @@ def test_rotation_is_honoured(rotated_video: Path, backend: str):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stop_event_ends_the_thread_fast(walking_video: Path, backend: str):
     stop = threading.Event()
-    batcher = iter_batches(walking_video, backend=backend, sample_fps=0, batch_size=2, stop=stop, queue_size=1)
+    batcher = FrameBatcher(walking_video, backend=backend, sample_fps=0, batch_size=2, stop=stop, queue_size=1)
     iterator = iter(batcher)
     next(iterator)
     stop.set()
@@ -219,7 +214,7 @@ def test_stop_event_ends_the_thread_fast(walking_video: Path, backend: str):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_leaving_the_loop_stops_the_thread(walking_video: Path, backend: str):
-    with iter_batches(walking_video, backend=backend, sample_fps=0, batch_size=2, queue_size=1) as batcher:
+    with FrameBatcher(walking_video, backend=backend, sample_fps=0, batch_size=2, queue_size=1) as batcher:
         for _ in batcher:
             break
         started = time.monotonic()
@@ -227,7 +222,7 @@ def test_leaving_the_loop_stops_the_thread(walking_video: Path, backend: str):
 
 
 def test_queue_bounds_how_far_decoding_runs_ahead(walking_video: Path):
-    batcher = iter_batches(walking_video, sample_fps=0, batch_size=2, queue_size=2)
+    batcher = FrameBatcher(walking_video, sample_fps=0, batch_size=2, queue_size=2)
     iterator = iter(batcher)
     next(iterator)
     time.sleep(0.5)
@@ -239,7 +234,7 @@ def test_queue_bounds_how_far_decoding_runs_ahead(walking_video: Path):
 
 def test_producer_errors_reach_the_consumer(hamilton_video: Path, tmp_path: Path):
     with pytest.raises(UndecodableVideo, match="cannot open"):
-        list(iter_batches(tmp_path / "gone.mp4", info=probe(hamilton_video)))
+        list(FrameBatcher(tmp_path / "gone.mp4", info=probe(hamilton_video)))
 
 
 def test_auto_without_cuda_is_opencv(hamilton_video: Path):

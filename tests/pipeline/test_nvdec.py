@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer.decode import NVDEC_MAX_CPUS, iter_batches, probe, resolve_backend, usable_cpus
-from analyzer.nvdec import nv12_to_bgr, unavailable_reason
+from analyzer.video.backend import NVDEC_MAX_CPUS, resolve_backend, usable_cpus
+from analyzer.video.batcher import FrameBatcher
+from analyzer.video.probe import probe
+from analyzer.video.readers.nvdec import nv12_to_bgr, unavailable_reason
 from tests.fixtures.videos import HAMILTON, WALKING, media_path
 
 needs_nvdec = pytest.mark.skipif(
@@ -63,24 +65,24 @@ def test_nvdec_matches_opencv(clip: str):
     path = media_path(clip)
     info = probe(path)
     assert resolve_backend("auto", info) == ("nvdec" if usable_cpus() <= NVDEC_MAX_CPUS else "opencv")
-    gpu = list(iter_batches(path, backend="nvdec", sample_fps=5, batch_size=8, info=info))
-    cpu = list(iter_batches(path, backend="opencv", sample_fps=5, batch_size=8, info=info))
+    gpu = list(FrameBatcher(path, backend="nvdec", sample_fps=5, batch_size=8, info=info))
+    cpu = list(FrameBatcher(path, backend="opencv", sample_fps=5, batch_size=8, info=info))
     assert len(gpu) == len(cpu)
     for gpu_batch, cpu_batch in zip(gpu, cpu, strict=True):
         assert gpu_batch.frames.is_cuda and gpu_batch.frames.dtype == torch.uint8
         assert tuple(gpu_batch.frames.shape) == cpu_batch.frames.shape
         assert np.array_equal(gpu_batch.timestamps_ms, cpu_batch.timestamps_ms)
         assert np.array_equal(gpu_batch.frame_numbers, cpu_batch.frame_numbers)
-        diff = (gpu_batch.frames.cpu().numpy().astype(np.int16) - cpu_batch.frames.astype(np.int16))
+        diff = gpu_batch.frames.cpu().numpy().astype(np.int16) - cpu_batch.frames.astype(np.int16)
         assert np.abs(diff).mean() < 3.0
 
 
 @pytest.mark.gpu
 @needs_nvdec
 def test_nvdec_counts_every_frame_and_rotates(rotated_video: Path, hamilton_video: Path):
-    batcher = iter_batches(hamilton_video, backend="nvdec", sample_fps=0, batch_size=64)
+    batcher = FrameBatcher(hamilton_video, backend="nvdec", sample_fps=0, batch_size=64)
     stamps = np.concatenate([b.timestamps_ms for b in batcher])
     assert len(stamps) == 275 and np.all(np.diff(stamps) > 0) and batcher.stats.decoded == 275
-    frame = next(iter(iter_batches(rotated_video, backend="nvdec", sample_fps=0))).frames[0].cpu().numpy()
+    frame = next(iter(FrameBatcher(rotated_video, backend="nvdec", sample_fps=0))).frames[0].cpu().numpy()
     assert frame.shape == (160, 96, 3)
     assert frame[:20, -12:].mean() > 200 and frame[:20, :12].mean() < 60

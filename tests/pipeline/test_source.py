@@ -1,4 +1,4 @@
-"""analyzer.source against local files and a real SeaweedFS S3 server on loopback."""
+"""analyzer.source.inputs against local files and a real SeaweedFS S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 
 from analyzer.errors import AccessDenied, ExitCode, InfrastructureError, InputNotFound, SettingsError
 from analyzer.files import FileChanged, sha256_of_regular_file
-from analyzer.s3 import S3Config, make_s3_client
-from analyzer.source import fetch_input, head_input, parse_input, stat_input
+from analyzer.source.inputs import fetch_input, head_input, parse_input, stat_input
+from analyzer.source.s3 import S3Config, make_s3_client
 from tests.support import procs
 
 FAST = S3Config(connect_timeout_s=0.5, read_timeout_s=5.0, max_attempts=2)
@@ -51,8 +51,13 @@ def test_parse_input_forms():
     uri = parse_input("s3://other/a/b.mp4", "bucket")
     assert (uri.bucket, uri.key) == ("other", "a/b.mp4")
     assert parse_input("/tmp/x.mp4", None).path == Path("/tmp/x.mp4")
-    for video_key, bucket in (("s3://bucket-only", None), ("s3://a b/k.mp4", None), ("k.mp4", "a b"),
-                              ("videos/a\x00b.mp4", "bucket"), ("s3://bucket/a\nb.mp4", None)):
+    for video_key, bucket in (
+        ("s3://bucket-only", None),
+        ("s3://a b/k.mp4", None),
+        ("k.mp4", "a b"),
+        ("videos/a\x00b.mp4", "bucket"),
+        ("s3://bucket/a\nb.mp4", None),
+    ):
         with pytest.raises(SettingsError):
             parse_input(video_key, bucket)
 
@@ -183,14 +188,18 @@ def test_key_s3_refuses_as_invalid_is_bad_input_not_retried(s3_env):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("video_key", "bucket", "code", "says"), [
-    ("../../etc/passwd", "session", ExitCode.INPUT_NOT_FOUND, "refused the key"),
-    ("videos/a.mp4", "a b", ExitCode.BAD_SETTINGS, "S3_BUCKET"),
-    ("s3://no-such-bucket-4711/a.mp4", None, ExitCode.INPUT_NOT_FOUND, "no such bucket"),
-])
+@pytest.mark.parametrize(
+    ("video_key", "bucket", "code", "says"),
+    [
+        ("../../etc/passwd", "session", ExitCode.INPUT_NOT_FOUND, "refused the key"),
+        ("videos/a.mp4", "a b", ExitCode.BAD_SETTINGS, "S3_BUCKET"),
+        ("s3://no-such-bucket-4711/a.mp4", None, ExitCode.INPUT_NOT_FOUND, "no such bucket"),
+    ],
+)
 def test_worker_exit_code_for_bad_s3_input(s3_env, tmp_path: Path, video_key, bucket, code, says):
-    env = procs.worker_env(**{k: v for k, v in s3_env.env().items() if k != "S3_BUCKET"},
-                           ANALYZER_LOCK_DIR=str(tmp_path))
+    env = procs.worker_env(
+        **{k: v for k, v in s3_env.env().items() if k != "S3_BUCKET"}, ANALYZER_LOCK_DIR=str(tmp_path)
+    )
     if bucket:
         env["S3_BUCKET"] = s3_env.bucket if bucket == "session" else bucket
     done = procs.run(["run", video_key, "--video-id", "1"], env, timeout=60)

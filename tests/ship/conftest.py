@@ -24,8 +24,15 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 BUCKET = "video-uploads-test"
 QUEUE = "video-analyzer"
 DEFINITION = "video-analyzer"
-CLEARED = ("DATABASE_URL", "S3_BUCKET", "ANALYZER_JOB_QUEUE", "ANALYZER_JOB_DEFINITION",
-           "ANALYZER_MANIFEST", "ANALYZER_METRICS_NAMESPACE", "LOG_LEVEL")
+CLEARED = (
+    "DATABASE_URL",
+    "S3_BUCKET",
+    "ANALYZER_JOB_QUEUE",
+    "ANALYZER_JOB_DEFINITION",
+    "ANALYZER_MANIFEST",
+    "ANALYZER_METRICS_NAMESPACE",
+    "LOG_LEVEL",
+)
 FILL = {"ACCOUNT_ID": ACCOUNT_ID, "REGION": REGION, "BUCKET": BUCKET, "IMAGE_TAG": "test"}
 
 
@@ -44,8 +51,7 @@ def render() -> ModuleType:
 
 def _post(url: str, payload: dict[str, Any] | None = None) -> None:
     data = json.dumps(payload or {}).encode()
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10):
         pass
 
@@ -95,8 +101,7 @@ class BatchStack:
     def jobs(self) -> list[dict[str, Any]]:
         """Every job in the queue (array children included), described."""
         summaries = []
-        for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING",
-                       "SUCCEEDED", "FAILED"):
+        for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED"):
             summaries += self.batch.list_jobs(jobQueue=QUEUE, jobStatus=status)["jobSummaryList"]
         ids = sorted({s["jobId"] for s in summaries if ":" not in s["jobId"]})
         return self.batch.describe_jobs(jobs=ids)["jobs"] if ids else []
@@ -114,20 +119,21 @@ def stack(aws: str, render: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Batc
     role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     batch = boto3.client("batch")
     environment = batch.create_compute_environment(
-        computeEnvironmentName="video-analyzer-g5", type="UNMANAGED", state="ENABLED",
-        serviceRole=role)
+        computeEnvironmentName="video-analyzer-g5", type="UNMANAGED", state="ENABLED", serviceRole=role
+    )
     batch.create_job_queue(
-        jobQueueName=QUEUE, state="ENABLED", priority=1,
-        computeEnvironmentOrder=[{"order": 1,
-                                  "computeEnvironment": environment["computeEnvironmentArn"]}])
+        jobQueueName=QUEUE,
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
+    )
     template = (REPO / "deploy" / "batch" / "job-definition.json").read_text()
     batch.register_job_definition(**json.loads(render.fill(template, FILL)))
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="video-uploads")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url,
-                                         AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     monkeypatch.setenv("ANALYZER_JOB_QUEUE", QUEUE)
     monkeypatch.setenv("ANALYZER_JOB_DEFINITION", DEFINITION)
     return BatchStack(aws, batch, s3, sqs, queue_url, queue_arn)

@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode
-from analyzer.manifest import ManifestRow, format_manifest
+from analyzer.fleet.manifest import ManifestRow, format_manifest
 from tests.ship.conftest import REPO
 from tests.support import procs
 
@@ -43,9 +43,13 @@ def _events(url: str, video_id: int) -> list[dict]:
 
 def test_child_analyses_only_its_row_and_a_rerun_is_a_duplicate(manifest, database_url):
     path, rows = manifest
-    env = procs.worker_env(ANALYZER_MANIFEST=str(path), AWS_BATCH_JOB_ARRAY_INDEX="1",
-                           AWS_BATCH_JOB_ID="array-1:1", AWS_BATCH_JQ_NAME="video-analyzer",
-                           DATABASE_URL=database_url)
+    env = procs.worker_env(
+        ANALYZER_MANIFEST=str(path),
+        AWS_BATCH_JOB_ARRAY_INDEX="1",
+        AWS_BATCH_JOB_ID="array-1:1",
+        AWS_BATCH_JQ_NAME="video-analyzer",
+        DATABASE_URL=database_url,
+    )
     first = procs.run(["run"], env)
     assert first.returncode == ExitCode.OK, first.stderr[-2000:]
     status = _status(database_url)
@@ -60,25 +64,33 @@ def test_child_analyses_only_its_row_and_a_rerun_is_a_duplicate(manifest, databa
 @pytest.mark.parametrize(("index", "message"), [("2", "out of range"), ("x", "not an integer")])
 def test_child_with_a_bad_index_exits_with_bad_settings(manifest, database_url, index, message):
     path, _ = manifest
-    env = procs.worker_env(ANALYZER_MANIFEST=str(path), AWS_BATCH_JOB_ARRAY_INDEX=index,
-                           DATABASE_URL=database_url)
+    env = procs.worker_env(ANALYZER_MANIFEST=str(path), AWS_BATCH_JOB_ARRAY_INDEX=index, DATABASE_URL=database_url)
     done = procs.run(["run"], env)
     assert done.returncode == ExitCode.BAD_SETTINGS
     assert message in done.stderr
 
 
 @pytest.mark.slow
-def test_container_entrypoint_analyses_its_row_with_the_real_models(manifest, database_url,
-                                                                    models_dir, tmp_path):
+def test_container_entrypoint_analyses_its_row_with_the_real_models(manifest, database_url, models_dir, tmp_path):
     """What the image runs (entrypoint.py), with the real weights on a real clip."""
     path, rows = manifest
-    env = procs.worker_env(ANALYZER_MANIFEST=str(path), AWS_BATCH_JOB_ARRAY_INDEX="1",
-                           AWS_BATCH_JQ_NAME="video-analyzer", DATABASE_URL=database_url,
-                           ANALYZER_MODEL_DIR=str(models_dir))
+    env = procs.worker_env(
+        ANALYZER_MANIFEST=str(path),
+        AWS_BATCH_JOB_ARRAY_INDEX="1",
+        AWS_BATCH_JQ_NAME="video-analyzer",
+        DATABASE_URL=database_url,
+        ANALYZER_MODEL_DIR=str(models_dir),
+    )
     import subprocess
 
-    done = subprocess.run([sys.executable, str(REPO / "entrypoint.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "entrypoint.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == ExitCode.OK, done.stderr[-3000:]
     assert set(_status(database_url)) == {502}
     events = _events(database_url, 502)

@@ -34,8 +34,10 @@ def test_worker_gets_one_gpu_and_the_local_services(compose):
     assert (REPO / worker["build"]["dockerfile"]).is_file()
     [device] = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
-    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                    "s3": {"condition": "service_healthy"}}
+    assert worker["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "s3": {"condition": "service_healthy"},
+    }
     env = worker["environment"]
     assert "@postgres:5432/" in env["DATABASE_URL"]
     assert env["S3_ENDPOINT_URL"] == "http://s3:8333"
@@ -70,8 +72,7 @@ def test_shellcheck(script):
 
 def test_local_run_refuses_bad_arguments_before_touching_docker(tmp_path):
     script = str(REPO / "scripts" / "local-run.sh")
-    missing = subprocess.run(["bash", script, str(tmp_path / "none.mp4")], capture_output=True,
-                             text=True)
+    missing = subprocess.run(["bash", script, str(tmp_path / "none.mp4")], capture_output=True, text=True)
     assert missing.returncode == 2 and "usage" in missing.stderr
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"x")

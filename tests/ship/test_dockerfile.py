@@ -66,8 +66,7 @@ def test_hadolint_would_catch_a_regression(tmp_path: Path):
 def test_multi_stage_cuda_image_with_no_compilers_in_the_final_stage():
     found = stages()
     assert len(found) >= 2
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+",
-                        arg_default("CUDA_IMAGE"))
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", arg_default("CUDA_IMAGE"))
     final = found[-1]
     installs = " ".join(rest for word, rest in final if word == "RUN")
     assert "apt-get install" in installs and not COMPILERS.search(installs), installs
@@ -137,8 +136,11 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_copied_files_exist_and_reach_the_build_context():
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     sources = []
     for word, rest in instructions(DOCKERFILE.read_text()):
         if word == "COPY" and "--from=" not in rest:
@@ -151,17 +153,21 @@ def test_copied_files_exist_and_reach_the_build_context():
             assert "/weights/" in (REPO / ".gitignore").read_text()
             continue
         assert (REPO / path).exists(), f"Dockerfile.gpu copies {source}, which does not exist"
-    for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py",
-                     "analyzer/__pycache__/x.pyc", "models/a/b/__pycache__/y.pyc",
-                     "out/dispatcher.zip"):
+    for kept_out in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "analyzer/__pycache__/x.pyc",
+        "models/a/b/__pycache__/y.pyc",
+        "out/dispatcher.zip",
+    ):
         assert _dockerignored(kept_out, patterns), kept_out
 
 
 def test_image_requirements_are_pinned_and_cover_the_runtime_dependencies():
     import tomllib
 
-    lines = [line.split("#")[0].strip() for line in
-             (REPO / "deploy" / "requirements-gpu.txt").read_text().splitlines()]
+    lines = [line.split("#")[0].strip() for line in (REPO / "deploy" / "requirements-gpu.txt").read_text().splitlines()]
     pins = dict(line.split("==") for line in lines if line)
     assert all(re.fullmatch(r"[\w.+]+", v) for v in pins.values())
     names = {re.sub(r"\[.*\]", "", name).lower().replace("_", "-") for name in pins}
@@ -177,8 +183,7 @@ def _pins() -> dict[str, str]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    lines = [line.split("#")[0].strip() for line in
-             (REPO / "deploy" / "requirements-gpu.txt").read_text().splitlines()]
+    lines = [line.split("#")[0].strip() for line in (REPO / "deploy" / "requirements-gpu.txt").read_text().splitlines()]
     pins = {}
     for line in filter(None, lines):
         requirement = Requirement(line)
@@ -197,12 +202,13 @@ def test_image_requirements_cover_what_the_default_settings_use_on_a_gpu_machine
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from analyzer import decode, settings
+    from analyzer import settings
+    from analyzer.video import backend
 
     decoder = settings.spec("decoder").default
     g5_xlarge_vcpus = 4
-    # auto picks NVDEC on a GPU machine with at most NVDEC_MAX_CPUS CPUs (decode.resolve_backend)
-    uses_nvdec = decoder == "nvdec" or (decoder == "auto" and g5_xlarge_vcpus <= decode.NVDEC_MAX_CPUS)
+    # auto picks NVDEC on a GPU machine with at most NVDEC_MAX_CPUS CPUs (backend.resolve_backend)
+    uses_nvdec = decoder == "nvdec" or (decoder == "auto" and g5_xlarge_vcpus <= backend.NVDEC_MAX_CPUS)
     assert uses_nvdec
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     pins = _pins()

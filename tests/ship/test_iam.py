@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analyzer import metrics
+from analyzer.fleet import metrics
 from tests.ship.conftest import ACCOUNT_ID, BUCKET, FILL, REGION, REPO
 
 DEPLOY = REPO / "deploy"
@@ -32,11 +32,12 @@ def allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
     """Whether an identity policy allows ``action`` on ``resource`` (conditions taken as met)."""
     for statement in policy["Statement"]:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = (statement["Resource"] if isinstance(statement["Resource"], list)
-                     else [statement["Resource"]])
-        if (statement["Effect"] == "Allow"
-                and any(fnmatchcase(action.lower(), a.lower()) for a in actions)
-                and any(fnmatchcase(resource, r) for r in resources)):
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if (
+            statement["Effect"] == "Allow"
+            and any(fnmatchcase(action.lower(), a.lower()) for a in actions)
+            and any(fnmatchcase(resource, r) for r in resources)
+        ):
             return True
     return False
 
@@ -55,8 +56,7 @@ def test_policies_grant_narrowly(path: Path):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all(not a.endswith("*") for a in actions), actions  # no wildcard actions
         if statement["Resource"] == "*":  # only actions that have no resource scope
-            assert set(actions) <= {"ecr:GetAuthorizationToken", "batch:DescribeJobs",
-                                    "batch:ListJobs"}, actions
+            assert set(actions) <= {"ecr:GetAuthorizationToken", "batch:DescribeJobs", "batch:ListJobs"}, actions
 
 
 def test_job_role_reads_videos_and_manifests_only():
@@ -78,12 +78,10 @@ def test_execution_role_matches_the_job_definition():
     group = job["logConfiguration"]["options"]["awslogs-group"]
     stream = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{group}:log-stream:worker/x/y"
     assert allowed(policy, "logs:PutLogEvents", stream)
-    assert not allowed(policy, "logs:PutLogEvents",
-                       f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/other:log-stream:s")
+    assert not allowed(policy, "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/other:log-stream:s")
     assert allowed(policy, "ssm:GetParameters", job["secrets"][0]["valueFrom"])
     repository = job["image"].split("/", 1)[1].split(":")[0]
-    assert allowed(policy, "ecr:BatchGetImage",
-                   f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/{repository}")
+    assert allowed(policy, "ecr:BatchGetImage", f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/{repository}")
     assert job["executionRoleArn"].endswith("role/video-analyzer-execution")
 
 
@@ -113,9 +111,11 @@ def test_dispatcher_consumes_the_queue_s3_notifies():
 
 def test_alarms_watch_the_metrics_the_worker_emits():
     queue = filled(DEPLOY / "batch" / "job-queue.json")["jobQueueName"]
-    namespace = next(e["value"] for e in filled(DEPLOY / "batch" / "job-definition.json")
-                     ["containerProperties"]["environment"]
-                     if e["name"] == metrics.NAMESPACE_ENV)
+    namespace = next(
+        e["value"]
+        for e in filled(DEPLOY / "batch" / "job-definition.json")["containerProperties"]["environment"]
+        if e["name"] == metrics.NAMESPACE_ENV
+    )
     duplicate = filled(DEPLOY / "cloudwatch" / "duplicate-alarm.json")
     failure = filled(DEPLOY / "cloudwatch" / "failure-alarm.json")
     assert duplicate["MetricName"] == metrics.COUNTERS[metrics.Outcome.DUPLICATE]

@@ -29,11 +29,15 @@ def _glob(pattern: str, value: str | None) -> bool:
     return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
 
 
-def batch_action(rules: list[dict[str, str]], exit_code: int | None = None,
-                 reason: str | None = None, status_reason: str | None = None) -> str:
+def batch_action(
+    rules: list[dict[str, str]],
+    exit_code: int | None = None,
+    reason: str | None = None,
+    status_reason: str | None = None,
+) -> str:
     """What AWS Batch does with a failed attempt: the first rule whose conditions all match."""
     for rule in rules:
-        if ("onExitCode" in rule and (exit_code is None or not _glob(rule["onExitCode"], str(exit_code)))):
+        if "onExitCode" in rule and (exit_code is None or not _glob(rule["onExitCode"], str(exit_code))):
             continue
         if "onReason" in rule and not _glob(rule["onReason"], reason):
             continue
@@ -50,26 +54,29 @@ def rules() -> list[dict[str, str]]:
 def test_rules_in_the_file_are_the_ones_the_enum_gives(render):
     assert rules() == render.retry_rules()
     assert render.check() == []
-    result = subprocess.run([sys.executable, str(REPO / "deploy" / "render.py"), "check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "render.py"), "check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("code", [c for c in ExitCode if c is not ExitCode.OK])
 def test_each_exit_code_retries_exactly_when_retryable(code: ExitCode):
-    action = batch_action(rules(), exit_code=int(code), reason=None,
-                          status_reason="Essential container in task exited")
+    action = batch_action(rules(), exit_code=int(code), reason=None, status_reason="Essential container in task exited")
     assert action == ("RETRY" if code.retryable else "EXIT")
 
 
-@pytest.mark.parametrize(("exit_code", "reason", "status_reason", "expected"), [
-    (143, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),  # Spot reclaim
-    (None, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),
-    (1, None, "Essential container in task exited", "EXIT"),  # not ours: exit
-    (137, "OutOfMemoryError: Container killed due to memory usage", "", "EXIT"),
-    (None, "CannotPullContainerError: pull image manifest has been retried", "", "EXIT"),
-    (None, None, None, "EXIT"),
-])
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "status_reason", "expected"),
+    [
+        (143, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),  # Spot reclaim
+        (None, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),
+        (1, None, "Essential container in task exited", "EXIT"),  # not ours: exit
+        (137, "OutOfMemoryError: Container killed due to memory usage", "", "EXIT"),
+        (None, "CannotPullContainerError: pull image manifest has been retried", "", "EXIT"),
+        (None, None, None, "EXIT"),
+    ],
+)
 def test_other_failures(exit_code, reason, status_reason, expected):
     assert batch_action(rules(), exit_code, reason, status_reason) == expected
 
@@ -156,9 +163,12 @@ def test_registers_in_batch_and_jobs_inherit_it(stack):
     [registered] = stack.batch.describe_job_definitions(jobDefinitionName=DEFINITION)["jobDefinitions"]
     as_registered = registered["retryStrategy"]["evaluateOnExit"]
     assert [{**r, "action": r["action"].upper()} for r in as_registered] == rules()
-    stack.batch.submit_job(jobName="video-process-1", jobQueue="video-analyzer",
-                           jobDefinition=DEFINITION,
-                           containerOverrides={"environment": [{"name": "video_id", "value": "1"}]})
+    stack.batch.submit_job(
+        jobName="video-process-1",
+        jobQueue="video-analyzer",
+        jobDefinition=DEFINITION,
+        containerOverrides={"environment": [{"name": "video_id", "value": "1"}]},
+    )
     [job] = stack.jobs()
     env = job_env(job)
     assert env["S3_BUCKET"] == FILL["BUCKET"] and env["video_id"] == "1"

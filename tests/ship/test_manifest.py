@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import AccessDenied, InfrastructureError, SettingsError
-from analyzer.manifest import (
+from analyzer.fleet.manifest import (
     ManifestRow,
     format_manifest,
     parse_manifest,
     read_manifest,
     read_manifest_row,
 )
-from analyzer.s3 import split_s3_uri
+from analyzer.source.s3 import split_s3_uri
 
 TEXT = (
     '{"video_id": 84, "key": "videos/2025/12/29/6f1c_talk, part 1.mp4"}\n'
@@ -50,21 +50,24 @@ def test_index_out_of_range(manifest: Path, index: int):
         read_manifest_row(str(manifest), index)
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("not json", "line 2: not a JSON object"),
-    ("[84, \"k\"]", "line 2: not a JSON object"),
-    ('{"video_id": 0, "key": "k"}', "line 2: video_id must be a positive integer"),
-    ('{"video_id": true, "key": "k"}', "positive integer"),
-    ('{"video_id": "2025/12", "key": "k"}', "positive integer"),
-    ('{"video_id": 84.5, "key": "k"}', "positive integer"),
-    ('{"video_id": 84, "key": ""}', "key must be a non-empty string"),
-    ('{"video_id": 84, "key": "videos/a\\u0000b.mp4"}', "control characters"),
-    ('{"video_id": 84, "key": "s3://a b/k.mp4"}', "bucket name"),
-    ('{"video_id": 2147483648, "key": "k"}', "between 1 and 2147483647"),
-    ('{"video_id": "١٢", "key": "k"}', "ASCII digits"),
-    ('{"video_id": 84}', "missing \\['key'\\]"),
-    ('{"videoid": 84, "key": "k"}', "unknown \\['videoid'\\]"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "line 2: not a JSON object"),
+        ('[84, "k"]', "line 2: not a JSON object"),
+        ('{"video_id": 0, "key": "k"}', "line 2: video_id must be a positive integer"),
+        ('{"video_id": true, "key": "k"}', "positive integer"),
+        ('{"video_id": "2025/12", "key": "k"}', "positive integer"),
+        ('{"video_id": 84.5, "key": "k"}', "positive integer"),
+        ('{"video_id": 84, "key": ""}', "key must be a non-empty string"),
+        ('{"video_id": 84, "key": "videos/a\\u0000b.mp4"}', "control characters"),
+        ('{"video_id": 84, "key": "s3://a b/k.mp4"}', "bucket name"),
+        ('{"video_id": 2147483648, "key": "k"}', "between 1 and 2147483647"),
+        ('{"video_id": "١٢", "key": "k"}', "ASCII digits"),
+        ('{"video_id": 84}', "missing \\['key'\\]"),
+        ('{"videoid": 84, "key": "k"}', "unknown \\['videoid'\\]"),
+    ],
+)
 def test_bad_row_names_the_line(tmp_path: Path, line: str, message: str):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"video_id": 1, "key": "ok"}\n' + line + "\n")
@@ -86,7 +89,7 @@ def test_missing_local_manifest(tmp_path: Path):
 
 
 def test_format_round_trips():
-    rows = [ManifestRow(1, "videos/ä ö,\"x\".mp4"), ManifestRow(2, "s3://b/k")]
+    rows = [ManifestRow(1, 'videos/ä ö,"x".mp4'), ManifestRow(2, "s3://b/k")]
     assert parse_manifest(format_manifest(rows)) == rows
 
 
@@ -107,7 +110,7 @@ def test_s3_manifest_on_seaweedfs(s3_server, monkeypatch):
 
 
 def test_unreachable_s3_is_retryable(monkeypatch):
-    from analyzer.s3 import S3Config, make_s3_client
+    from analyzer.source.s3 import S3Config, make_s3_client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")

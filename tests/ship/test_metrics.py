@@ -11,15 +11,37 @@ from typing import Any
 
 import pytest
 
-from analyzer import metrics
+from analyzer.fleet import metrics
 
 # CloudWatch's StandardUnit values
 UNITS = {
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
-    "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
-    "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
-    "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second",
-    "Terabits/Second", "Count/Second", "None",
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
 }
 
 
@@ -58,34 +80,46 @@ def emitted(**kwargs: Any) -> dict[str, Any]:
 
 
 def metric_names(doc: dict[str, Any], dimensions: list[str]) -> set[str]:
-    return {m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] if dimensions in d["Dimensions"]
-            for m in d["Metrics"]}
+    return {m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] if dimensions in d["Dimensions"] for m in d["Metrics"]}
 
 
 def test_succeeded_run():
-    doc = emitted(outcome="succeeded", exit_code=0, queue="video-analyzer", frames=275, faces=412,
-                  events=9, seconds=12.5, realtime_factor=0.73,
-                  properties={"video_id": 84, "batch_job_id": "abc-1"})
+    doc = emitted(
+        outcome="succeeded",
+        exit_code=0,
+        queue="video-analyzer",
+        frames=275,
+        faces=412,
+        events=9,
+        seconds=12.5,
+        realtime_factor=0.73,
+        properties={"video_id": 84, "batch_job_id": "abc-1"},
+    )
     assert doc["QueueName"] == "video-analyzer"
     assert (doc["RunSucceeded"], doc["DuplicateRunSkipped"], doc["RunFailed"]) == (1, 0, 0)
     assert (doc["FramesDecoded"], doc["FacesDetected"], doc["EventsWritten"]) == (275, 412, 9)
     assert (doc["ProcessingSeconds"], doc["RealtimeFactor"]) == (12.5, 0.73)
     assert doc["video_id"] == 84 and doc["batch_job_id"] == "abc-1"  # searchable, not metrics
     assert metric_names(doc, ["QueueName"]) == {
-        "RunSucceeded", "DuplicateRunSkipped", "RunFailed", "FramesDecoded", "FacesDetected",
-        "EventsWritten", "ProcessingSeconds", "RealtimeFactor"}
+        "RunSucceeded",
+        "DuplicateRunSkipped",
+        "RunFailed",
+        "FramesDecoded",
+        "FacesDetected",
+        "EventsWritten",
+        "ProcessingSeconds",
+        "RealtimeFactor",
+    }
     units = {m["Name"]: m["Unit"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["ProcessingSeconds"] == "Seconds" and units["FramesDecoded"] == "Count"
     assert "ExitCode" not in doc and doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "VideoAnalyzer"
 
 
 def test_duplicate_run_counts_and_omits_missing_measures():
-    doc = emitted(outcome=metrics.Outcome.DUPLICATE, exit_code=0, queue="video-analyzer",
-                  seconds=0.21)
+    doc = emitted(outcome=metrics.Outcome.DUPLICATE, exit_code=0, queue="video-analyzer", seconds=0.21)
     assert (doc["RunSucceeded"], doc["DuplicateRunSkipped"], doc["RunFailed"]) == (0, 1, 0)
     assert "FramesDecoded" not in doc and "EventsWritten" not in doc
-    assert metric_names(doc, ["QueueName"]) == {"RunSucceeded", "DuplicateRunSkipped",
-                                                "RunFailed", "ProcessingSeconds"}
+    assert metric_names(doc, ["QueueName"]) == {"RunSucceeded", "DuplicateRunSkipped", "RunFailed", "ProcessingSeconds"}
 
 
 def test_failed_run_is_also_counted_by_exit_code():
@@ -103,15 +137,13 @@ def test_local_run_and_namespace_override(monkeypatch):
 
 
 def test_non_finite_measure_is_dropped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="analyzer.metrics"):
-        doc = emitted(outcome="succeeded", exit_code=0, queue="q", seconds=0.0,
-                      realtime_factor=float("inf"))
+    with caplog.at_level(logging.WARNING, logger="analyzer.fleet.metrics"):
+        doc = emitted(outcome="succeeded", exit_code=0, queue="q", seconds=0.0, realtime_factor=float("inf"))
     assert "RealtimeFactor" not in doc and doc["ProcessingSeconds"] == 0.0
     assert "RealtimeFactor" in caplog.text
 
 
-@pytest.mark.parametrize(("outcome", "code"), [("succeeded", 9), ("duplicate", 75),
-                                               ("failed", 0), ("exploded", 0)])
+@pytest.mark.parametrize(("outcome", "code"), [("succeeded", 9), ("duplicate", 75), ("failed", 0), ("exploded", 0)])
 def test_outcome_must_fit_exit_code(outcome, code):
     with pytest.raises(ValueError):
         metrics.build_run_metrics(outcome, code, queue="q")
@@ -130,7 +162,7 @@ def test_writes_to_stdout_by_default(capsys):
 def test_closed_stream_is_logged_not_raised(caplog):
     stream = io.StringIO()
     stream.close()
-    with caplog.at_level(logging.ERROR, logger="analyzer.metrics"):
+    with caplog.at_level(logging.ERROR, logger="analyzer.fleet.metrics"):
         doc = metrics.emit_run_metrics("succeeded", 0, queue="q", stream=stream)
     assert doc["RunSucceeded"] == 1
     assert "cannot write the EMF line" in caplog.text

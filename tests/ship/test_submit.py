@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from analyzer import submit
 from analyzer.errors import SettingsError
-from analyzer.manifest import ManifestRow, format_manifest, read_manifest_row
+from analyzer.fleet import submit
+from analyzer.fleet.manifest import ManifestRow, format_manifest, read_manifest_row
 from tests.ship.conftest import BUCKET, job_env
 
-ROWS = [ManifestRow(101, "videos/2025/12/29/a_one.mp4"),
-        ManifestRow(102, "videos/2025/12/30/b_two.mp4"),
-        ManifestRow(103, f"s3://{BUCKET}/videos/2025/12/31/c_three.mp4")]
+ROWS = [
+    ManifestRow(101, "videos/2025/12/29/a_one.mp4"),
+    ManifestRow(102, "videos/2025/12/30/b_two.mp4"),
+    ManifestRow(103, f"s3://{BUCKET}/videos/2025/12/31/c_three.mp4"),
+]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -30,13 +32,11 @@ def run(argv: list[str]) -> int:
 
 
 def test_single_job(stack, capsys):
-    assert run(["--video-id", "84", "--key", "videos/2025/12/29/x_talk.mp4",
-                "--env", "ANALYZER_SAMPLE_FPS=4"]) == 0
+    assert run(["--video-id", "84", "--key", "videos/2025/12/29/x_talk.mp4", "--env", "ANALYZER_SAMPLE_FPS=4"]) == 0
     [job] = stack.jobs()
     assert job["jobName"] == "video-process-84"
     env = job_env(job)
-    assert (env["video_id"], env["VideoKey"], env["ANALYZER_SAMPLE_FPS"]) == (
-        "84", "videos/2025/12/29/x_talk.mp4", "4")
+    assert (env["video_id"], env["VideoKey"], env["ANALYZER_SAMPLE_FPS"]) == ("84", "videos/2025/12/29/x_talk.mp4", "4")
     assert env["S3_BUCKET"] == BUCKET  # the job definition's default
     assert job["tags"] == {"video_id": "84", "VideoKey": "videos/2025/12/29/x_talk.mp4"}
     printed = json.loads(capsys.readouterr().out)
@@ -45,8 +45,7 @@ def test_single_job(stack, capsys):
 
 def test_array_job_over_an_s3_manifest_and_each_child_reads_its_row(stack):
     uri = f"s3://{BUCKET}/manifests/upgrade.jsonl"
-    stack.s3.put_object(Bucket=BUCKET, Key="manifests/upgrade.jsonl",
-                        Body=format_manifest(ROWS).encode())
+    stack.s3.put_object(Bucket=BUCKET, Key="manifests/upgrade.jsonl", Body=format_manifest(ROWS).encode())
     assert run(["--manifest", uri]) == 0
     [job] = stack.jobs()
     assert job["jobName"] == "video-backfill-upgrade"
@@ -60,7 +59,8 @@ def test_array_job_over_an_s3_manifest_and_each_child_reads_its_row(stack):
 
     s3 = boto3.client("s3")
     assert [read_manifest_row(env["ANALYZER_MANIFEST"], i, s3) for i in range(3)] == [
-        (row.key, row.video_id) for row in ROWS]
+        (row.key, row.video_id) for row in ROWS
+    ]
 
 
 def test_local_manifest_is_uploaded_then_submitted(stack, tmp_path: Path):
@@ -95,8 +95,7 @@ def test_single_row_manifest_is_a_plain_video_job(stack, tmp_path: Path):
 def test_dry_run_prints_and_submits_nothing(stack, tmp_path: Path, capsys):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(format_manifest(ROWS))
-    assert run(["--manifest", str(manifest), "--upload-to", f"s3://{BUCKET}/manifests/",
-                "--dry-run"]) == 0
+    assert run(["--manifest", str(manifest), "--upload-to", f"s3://{BUCKET}/manifests/", "--dry-run"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == {"upload": f"s3://{BUCKET}/manifests/video-backfill-m.jsonl", "rows": 3}
     assert lines[1]["submit_job"]["arrayProperties"] == {"size": 3}
@@ -106,10 +105,13 @@ def test_dry_run_prints_and_submits_nothing(stack, tmp_path: Path, capsys):
 
 def test_large_manifests_are_split_into_parts():
     rows = [ManifestRow(i, f"videos/{i}/v.mp4") for i in range(1, 6)]
-    plan = submit.plan_backfill(rows, "all.jsonl", job_queue="q", job_definition="d",
-                                upload_to="s3://b/p/", max_array_size=2)
-    assert [u.uri for u in plan.uploads] == ["s3://b/p/video-backfill-all-part-0001.jsonl",
-                                             "s3://b/p/video-backfill-all-part-0002.jsonl"]
+    plan = submit.plan_backfill(
+        rows, "all.jsonl", job_queue="q", job_definition="d", upload_to="s3://b/p/", max_array_size=2
+    )
+    assert [u.uri for u in plan.uploads] == [
+        "s3://b/p/video-backfill-all-part-0001.jsonl",
+        "s3://b/p/video-backfill-all-part-0002.jsonl",
+    ]
     assert [r.get("arrayProperties", {}).get("size") for r in plan.requests] == [2, 2, None]
     assert plan.requests[2]["jobName"] == "video-process-5"  # a lone last row: a plain job
     assert plan.uploads[1].text == format_manifest(rows[2:4])
@@ -154,8 +156,8 @@ def analyses(pg_server) -> str:
     """A migrated database with one video_analyses row per case (video_id: what it stands for)."""
     import psycopg
 
-    from analyzer import db
-    from analyzer.migrate import migrate
+    from analyzer.store import db
+    from analyzer.store.migrate import migrate
 
     url = pg_server.create_database()
     with db.connect(url, "test") as conn:
@@ -170,19 +172,20 @@ def analyses(pg_server) -> str:
     ]
     with psycopg.connect(url, autocommit=True) as conn:
         for video_id, status, age, code in rows:
-            conn.execute("INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version,"
-                         " heartbeat_at, exit_code, batch_job_id)"
-                         " VALUES (%s, gen_random_uuid(), %s, %s, 'm', now() - make_interval(secs => %s), %s,"
-                         " %s)", (video_id, status, f"videos/2025/12/29/{video_id}_v.mp4", age, code,
-                                  f"job-{video_id}"))
+            conn.execute(
+                "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version,"
+                " heartbeat_at, exit_code, batch_job_id)"
+                " VALUES (%s, gen_random_uuid(), %s, %s, 'm', now() - make_interval(secs => %s), %s,"
+                " %s)",
+                (video_id, status, f"videos/2025/12/29/{video_id}_v.mp4", age, code, f"job-{video_id}"),
+            )
     return url
 
 
 def test_stale_runs_are_resubmitted_one_job_per_video(stack, analyses, capsys):
     assert run(["--stale", "--database-url", analyses]) == 0
     jobs = sorted(stack.jobs(), key=lambda job: job["jobName"])
-    assert [job["jobName"] for job in jobs] == [
-        "video-process-201", "video-process-203", "video-process-204"]
+    assert [job["jobName"] for job in jobs] == ["video-process-201", "video-process-203", "video-process-204"]
     for job in jobs:
         env = job_env(job)
         video_id = job["jobName"].rsplit("-", 1)[1]
@@ -196,7 +199,10 @@ def test_stale_dry_run_lists_and_submits_nothing(stack, analyses, capsys):
     assert run(["--stale", "--database-url", analyses, "--older-than", "1", "--limit", "3", "--dry-run"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["submit_job"]["jobName"] for line in lines] == [
-        "video-process-203", "video-process-201", "video-process-204"]  # oldest first, at most 3
+        "video-process-203",
+        "video-process-201",
+        "video-process-204",
+    ]  # oldest first, at most 3
     assert stack.jobs() == []
 
 

@@ -15,9 +15,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def worker_env(**extra: str) -> dict[str, str]:
     """The current environment without the worker's settings, plus ``extra`` (JSON logs)."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith(("ANALYZER_", "AWS_BATCH_", "TEST_ANALYSIS_"))
-                   or k in ("DATABASE_URL", "VideoKey", "VIDEO_KEY", "video_id", "VIDEO_ID", "S3_BUCKET"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (
+            k.startswith(("ANALYZER_", "AWS_BATCH_", "TEST_ANALYSIS_"))
+            or k in ("DATABASE_URL", "VideoKey", "VIDEO_KEY", "video_id", "VIDEO_ID", "S3_BUCKET")
+        )
+    }
     env.update(ANALYZER_LOG_FORMAT="json", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     if "ANALYZER_SHARED_DIR" in os.environ:
         env["ANALYZER_SHARED_DIR"] = os.environ["ANALYZER_SHARED_DIR"]
@@ -33,13 +38,13 @@ class Finished:
     cpu_s: float = 0.0
 
 
-def start(args: list[str], env: dict[str, str], module: str = "tests.support.worker",
-          log_dir: Path | None = None) -> subprocess.Popen:
+def start(
+    args: list[str], env: dict[str, str], module: str = "tests.support.worker", log_dir: Path | None = None
+) -> subprocess.Popen:
     """A worker process (``python -m module args``) whose output goes to files in log_dir."""
     out = open(log_dir / f"{time.monotonic_ns()}.out", "w+") if log_dir else subprocess.PIPE
     err = open(log_dir / f"{time.monotonic_ns()}.err", "w+") if log_dir else subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=out, stderr=err,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=out, stderr=err, text=True)
     proc.log_files = (out, err) if log_dir else None
     return proc
 
@@ -65,8 +70,9 @@ def wait_rusage(proc: subprocess.Popen, timeout: float = 120) -> Finished:
 
 
 def run(args: list[str], env: dict[str, str], module: str = "tests.support.worker", timeout: float = 300) -> Finished:
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return Finished(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -35,11 +35,21 @@ def stepped_analysis(path: Path, settings, control) -> AnalysisResult:
 
 def expected_event(digest: bytes, i: int) -> Event:
     start = 1000 * i + digest[i]
-    return Event(event_key=f"{start:08d}-{i}", start_ms=start, end_ms=start + 400, best_frame_ms=start + 200,
-                 x=digest[i + 4], y=digest[i + 8], w=20 + digest[i + 12] % 50, h=30, det_score=0.95,
-                 gender=None if i == 3 else ("male" if digest[i] % 2 else "female"),
-                 gender_score=None if i == 3 else 50 + digest[i + 16] % 50, age=None if i == 3 else 20 + i,
-                 face_count=2)
+    return Event(
+        event_key=f"{start:08d}-{i}",
+        start_ms=start,
+        end_ms=start + 400,
+        best_frame_ms=start + 200,
+        x=digest[i + 4],
+        y=digest[i + 8],
+        w=20 + digest[i + 12] % 50,
+        h=30,
+        det_score=0.95,
+        gender=None if i == 3 else ("male" if digest[i] % 2 else "female"),
+        gender_score=None if i == 3 else 50 + digest[i + 16] % 50,
+        age=None if i == 3 else 20 + i,
+        face_count=2,
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer import calibration as cal
+from analyzer.analysis import calibration as cal
 from models.cydral import AGE_CLASSES
 
 CLASSES = np.asarray(AGE_CLASSES)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from analyzer.contact_sheet import (
+from analyzer.analysis.contact_sheet import (
     BACKGROUND,
     HEADER_PX,
     PAD_PX,
@@ -19,8 +19,8 @@ from analyzer.contact_sheet import (
     render_contact_sheet,
     write_contact_sheet,
 )
+from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
 from analyzer.events import Event
-from analyzer.tracking import FrameFaces, Tracker, TrackerSettings
 from models.cydral import AGE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]

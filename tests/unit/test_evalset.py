@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from analyzer import evalset
+from analyzer.evaluation import evalset
 from tests.conftest import SHARED
 
 EVAL_DIR = SHARED / "data" / "utkface_eval"

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from analyzer import dispatch, settings, submit
+from analyzer import settings
 from analyzer.errors import AnalyzerError
+from analyzer.fleet import dispatch, submit
+from analyzer.fleet.manifest import parse_manifest_line
 from analyzer.ids import MAX_VIDEO_ID, parse_column_name, parse_table_name, parse_video_id
-from analyzer.manifest import parse_manifest_line
 
 
 def _worker(text: str) -> int:
@@ -28,16 +29,32 @@ def _manifest(value: object) -> int:
 
 
 def _submit(text: str) -> int:
-    args = argparse.Namespace(job_queue="q", job_definition="d", env=None, manifest=None,
-                              video_id=text, key="videos/a.mp4", bucket=None)
+    args = argparse.Namespace(
+        job_queue="q", job_definition="d", env=None, manifest=None, video_id=text, key="videos/a.mp4", bucket=None
+    )
     [request] = submit.build_plan(args).requests
     return int(request["containerOverrides"]["environment"][1]["value"])
 
 
 TEXT_ENTRY_POINTS = [_worker, _dispatcher, _manifest, _submit]
 ACCEPTED = {"1": 1, "84": 84, str(MAX_VIDEO_ID): MAX_VIDEO_ID, " 7\n": 7, "007": 7}
-REFUSED = [str(MAX_VIDEO_ID + 1), "2" + "0" * 30, "0", "-1", "+5", "1e3", "84.0", "", " ", "١٢", "٣", "²",
-           "８４", "0x10", "1_000"]
+REFUSED = [
+    str(MAX_VIDEO_ID + 1),
+    "2" + "0" * 30,
+    "0",
+    "-1",
+    "+5",
+    "1e3",
+    "84.0",
+    "",
+    " ",
+    "١٢",
+    "٣",
+    "²",
+    "８４",
+    "0x10",
+    "1_000",
+]
 
 
 @pytest.mark.parametrize("entry", TEXT_ENTRY_POINTS, ids=lambda f: f.__name__.strip("_"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyzer.pipeline import BATCHES_IN_FLIGHT, CUDA_TORCH_THREADS, fit_batch_size, leave_cpus_to_the_decoder
+from analyzer.analysis.pipeline import BATCHES_IN_FLIGHT, CUDA_TORCH_THREADS, fit_batch_size, leave_cpus_to_the_decoder
 
 
 def test_batch_size_fits_the_host_buffer():

@@ -10,8 +10,8 @@ import pytest
 
 from analyzer import cli, settings
 from analyzer.conninfo import mask_url
-from analyzer.db import queries
 from analyzer.errors import ExitCode, SettingsError
+from analyzer.store.db import queries
 from tests.support import procs
 
 
@@ -22,8 +22,17 @@ def _resolve(argv: list[str], env: dict[str, str]) -> settings.Settings:
 
 
 def test_environment_as_batch_passes_it():
-    s = _resolve([], {"VideoKey": "videos/1/a.mp4", "video_id": "84", "S3_BUCKET": "uploads",
-                      "AWS_BATCH_JOB_ID": "j-1", "AWS_BATCH_JOB_ATTEMPT": "2", "ANALYZER_SAMPLE_FPS": "2.5"})
+    s = _resolve(
+        [],
+        {
+            "VideoKey": "videos/1/a.mp4",
+            "video_id": "84",
+            "S3_BUCKET": "uploads",
+            "AWS_BATCH_JOB_ID": "j-1",
+            "AWS_BATCH_JOB_ATTEMPT": "2",
+            "ANALYZER_SAMPLE_FPS": "2.5",
+        },
+    )
     assert (s.video_id, s.batch_job_id, s.batch_attempt, s.sample_fps) == (84, "j-1", 2, 2.5)
     assert s.is_s3 and s.s3_location == ("uploads", "videos/1/a.mp4")
 
@@ -59,10 +68,16 @@ BAD = [
     ({"VideoKey": "k", "video_id": "1", "VIDEOS_TABLE": "a.b.c"}, "VIDEOS_TABLE", "schema.table"),
     ({"VideoKey": "k", "video_id": "1", "VIDEOS_KEY_COLUMN": "s3_key)"}, "VIDEOS_KEY_COLUMN", "column"),
     ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?foo=bar"}, "DATABASE_URL", "foo"),
-    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?sslmode=bogus"}, "DATABASE_URL",
-     "sslmode"),
-    ({"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?connect_timeout=soon"}, "DATABASE_URL",
-     "integer"),
+    (
+        {"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?sslmode=bogus"},
+        "DATABASE_URL",
+        "sslmode",
+    ),
+    (
+        {"VideoKey": "k", "video_id": "1", "DATABASE_URL": "postgresql://u@h/db?connect_timeout=soon"},
+        "DATABASE_URL",
+        "integer",
+    ),
     ({"VideoKey": "k", "video_id": "1", "S3_BUCKET": "a b"}, "S3_BUCKET", "bucket name"),
     ({"VideoKey": "s3://a b/k.mp4", "video_id": "1"}, "VideoKey", "bucket name"),
     ({"VideoKey": "s3://bucket/a\x00b.mp4", "video_id": "1"}, "VideoKey", "control characters"),
@@ -103,8 +118,13 @@ BAD_IN_A_PROCESS = [
 @pytest.mark.integration
 @pytest.mark.parametrize("env,name", BAD_IN_A_PROCESS, ids=[b[1] + str(i) for i, b in enumerate(BAD_IN_A_PROCESS)])
 def test_worker_process_exits_2_with_one_line_for_bad_settings(env, name, database_url, tmp_path):
-    full = {"VideoKey": "videos/a.mp4", "video_id": "1", "DATABASE_URL": database_url, "S3_BUCKET": "uploads",
-            "ANALYZER_LOCK_DIR": str(tmp_path)}
+    full = {
+        "VideoKey": "videos/a.mp4",
+        "video_id": "1",
+        "DATABASE_URL": database_url,
+        "S3_BUCKET": "uploads",
+        "ANALYZER_LOCK_DIR": str(tmp_path),
+    }
     full.update({k: v.format(url=database_url) for k, v in env.items()})
     done = procs.run(["run"], procs.worker_env(**full), timeout=60)
     assert done.returncode == ExitCode.BAD_SETTINGS, done.stderr[-2000:]
@@ -116,8 +136,11 @@ def test_worker_process_exits_2_with_one_line_for_bad_settings(env, name, databa
 
 
 def test_a_database_url_error_never_quotes_the_password():
-    for url in ("postgresql://u:S3CRET%zz@h/db", "postgresql://u@h/db?password=S3CRET%zz",
-                "postgresql://u@h/db?password=S3CRET&sslmode=S3CRET"):
+    for url in (
+        "postgresql://u:S3CRET%zz@h/db",
+        "postgresql://u@h/db?password=S3CRET%zz",
+        "postgresql://u@h/db?password=S3CRET&sslmode=S3CRET",
+    ):
         with pytest.raises(SettingsError) as info:
             _resolve([], {"VideoKey": "k", "video_id": "1", "DATABASE_URL": url})
         assert "DATABASE_URL" in str(info.value) and "S3CRET" not in str(info.value), str(info.value)
@@ -126,14 +149,25 @@ def test_a_database_url_error_never_quotes_the_password():
 def test_mask_url_hides_the_password_in_userinfo_and_query():
     assert mask_url("postgresql://app:s3cr%40t@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert mask_url("postgresql://app@db/x") == "postgresql://app@db/x"
-    assert (mask_url("postgresql://app@db/x?sslmode=require&password=pw&sslpassword=k")
-            == "postgresql://app@db/x?sslmode=require&password=***&sslpassword=***")
+    assert (
+        mask_url("postgresql://app@db/x?sslmode=require&password=pw&sslpassword=k")
+        == "postgresql://app@db/x?sslmode=require&password=***&sslpassword=***"
+    )
     assert mask_url("postgresql://app:a@b@db/x?Password=c") == "postgresql://app:***@db/x?Password=***"
 
 
 def test_every_named_query_is_parsed():
-    assert {"try_lock_video", "fence", "upsert_event", "delete_stale_events", "finish_run", "stale_runs",
-            "terminate_backend", "migration_lock", "record_migration"} <= set(queries())
+    assert {
+        "try_lock_video",
+        "fence",
+        "upsert_event",
+        "delete_stale_events",
+        "finish_run",
+        "stale_runs",
+        "terminate_backend",
+        "migration_lock",
+        "record_migration",
+    } <= set(queries())
     statements = [line for q in queries().values() for line in q.splitlines() if not line.startswith("--")]
     verbs = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TABLE", "SET LOCAL")
     assert all(any(w in q for w in verbs) for q in queries().values())
@@ -158,7 +192,9 @@ def test_every_sql_file_ships_in_the_package():
     import tomllib
 
     root = Path(__file__).resolve().parents[2]
-    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer"]
-    sql_files = [p.relative_to(root / "analyzer").as_posix() for p in (root / "analyzer" / "sql").rglob("*.sql")]
-    assert sql_files and all(any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs)
-                             for f in sql_files), sql_files
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer.store"]
+    store = root / "analyzer" / "store"
+    sql_files = [p.relative_to(store).as_posix() for p in (store / "sql").rglob("*.sql")]
+    assert sql_files and all(
+        any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs) for f in sql_files
+    ), sql_files

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer.calibration import AgeCalibration
-from analyzer.errors import SettingsError
-from analyzer.tracking import (
+from analyzer.analysis.calibration import AgeCalibration
+from analyzer.analysis.tracking import (
     FEMALE,
     MALE,
     FrameFaces,
@@ -20,6 +19,7 @@ from analyzer.tracking import (
     frontal_pose,
     greedy_assign,
 )
+from analyzer.errors import SettingsError
 from models.cydral import AGE_CLASSES
 
 WIDTH, HEIGHT = 1280, 720
@@ -369,23 +369,27 @@ def test_scene_cut_ends_every_track():
 
 def test_frame_faces_rejects_mismatched_arrays():
     with pytest.raises(ValueError, match="scores"):
-        FrameFaces.from_arrays(
-            np.zeros((2, 4)), np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
-        )
+        FrameFaces.from_arrays(np.zeros((2, 4)), np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match="boxes"):
-        FrameFaces.from_arrays(
-            np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
-        )
+        FrameFaces.from_arrays(np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match="age_probs"):
         FrameFaces.from_arrays(
             np.zeros((1, 4)), np.ones(1), np.ones(1), np.full((1, len(AGE_CLASSES)), 0.5), np.ones(1), np.ones(1)
         )
     with pytest.raises(ValueError, match="gender_logit"):
-        FrameFaces.from_arrays(np.zeros((1, 4)), np.ones(1), np.full(1, np.inf), age_distribution(30)[None],
-                               np.ones(1), np.ones(1))
+        FrameFaces.from_arrays(
+            np.zeros((1, 4)), np.ones(1), np.full(1, np.inf), age_distribution(30)[None], np.ones(1), np.ones(1)
+        )
     with pytest.raises(ValueError, match="landmarks"):
-        FrameFaces.from_arrays(np.zeros((1, 4)), np.ones(1), np.ones(1), age_distribution(30)[None],
-                               np.ones(1), np.ones(1), np.zeros((1, 4, 2)))
+        FrameFaces.from_arrays(
+            np.zeros((1, 4)),
+            np.ones(1),
+            np.ones(1),
+            age_distribution(30)[None],
+            np.ones(1),
+            np.ones(1),
+            np.zeros((1, 4, 2)),
+        )
     assert len(FrameFaces.empty()) == 0
 
 

@@ -1,0 +1,1 @@
+"""From frames to events: the pipeline, tracking, events' calibration, contact sheet, progress."""

@@ -1,0 +1,1 @@
+"""Measuring the models on the evaluation set: the quality report and the evaluate command."""

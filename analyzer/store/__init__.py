@@ -1,0 +1,1 @@
+"""PostgreSQL: connection, the queries in sql/, migrations, the exactly-once store."""

@@ -1,0 +1,1 @@
+"""Video in: probing, timestamp sampling, the readers (OpenCV, PyAV, NVDEC) and the batcher."""

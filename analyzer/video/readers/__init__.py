@@ -1,0 +1,1 @@
+"""Decoding backends behind one interface (``base.FrameReader``): OpenCV, PyAV, NVDEC."""
