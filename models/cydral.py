@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ class GenderNet(nn.Module):
         x = F.relu(self.conv4(F.relu(self.conv3(x))))
         x = F.avg_pool2d(x, 2)
         x = F.relu(self.fc1(x.flatten(1)))
-        return self.fc2(x)
+        return cast(torch.Tensor, self.fc2(x))
 
 
 class ResidualBlock(nn.Module):
@@ -141,7 +142,7 @@ class AgeNet(nn.Module):
         x = F.max_pool2d(F.relu(self.stem(_normalise(x))), 3, 2)
         for block in (self.block1, self.block2, self.block3, self.block4, self.block5):
             x = block(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return cast(torch.Tensor, self.fc(x.mean(dim=(2, 3))))
 
 
 # Our convolution -> number of its ONNX layer (``layer_<n>_weights``/``_bias``); the affine that
@@ -240,7 +241,7 @@ class CydralClassifier:
         if chips_rgb.shape[0] == 0:
             return torch.empty(0, classes, device=chips_rgb.device)
         batch = chips_rgb.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-        return net(batch).float()
+        return cast(torch.Tensor, net(batch)).float()
 
     @torch.inference_mode()
     def gender_logits(self, chips32_rgb: torch.Tensor) -> torch.Tensor:

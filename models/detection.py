@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from models.nms import batched_nms
 
@@ -76,5 +77,6 @@ class FaceDetector(Protocol):
     """A detector: takes an N x 3 x H x W BGR batch with values 0-255, returns flat Detections."""
 
     name: str
+    net: nn.Module  # the wrapped network (load_detector stores its weights channels-last)
 
     def detect(self, images: torch.Tensor, score_threshold: float, nms_threshold: float) -> Detections: ...

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
 from models.cydral import (
@@ -158,7 +159,16 @@ def pad_faces(crops: Crops, multiple: int) -> Crops:
     extra = -crops.inside.shape[0] % multiple
     if extra == 0:
         return crops
-    return Crops(*(None if t is None else F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra)) for t in crops))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra))
+
+    return Crops(
+        pad(crops.arcface),
+        pad(crops.inside),
+        None if crops.chips64 is None else pad(crops.chips64),
+        None if crops.chips32 is None else pad(crops.chips32),
+    )
 
 
 def _concat_detections(parts: list[Detections]) -> Detections:
@@ -173,7 +183,18 @@ def _concat_detections(parts: list[Detections]) -> Detections:
 
 
 def _concat_crops(parts: list[Crops]) -> Crops:
-    return Crops(*(None if field[0] is None else torch.cat(field) for field in zip(*parts)))
+    return Crops(
+        torch.cat([p.arcface for p in parts]),
+        torch.cat([p.inside for p in parts]),
+        _cat_chips([p.chips64 for p in parts]),
+        _cat_chips([p.chips32 for p in parts]),
+    )
+
+
+def _cat_chips(chips: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The parts' chips concatenated; None when the parts carry none (all come from one classifier)."""
+    present = [t for t in chips if t is not None]
+    return torch.cat(present) if present else None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -190,6 +211,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def to_channels_last(net: nn.Module) -> None:
+    """Store ``net``'s 4-D weights channels-last, in place."""
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+
+
 def load_detector(name: str, model_dir: str | Path, device: torch.device, half: bool) -> FaceDetector:
     """Build detector ``name`` (a key of DETECTORS) from its weights in ``model_dir``,
     sha256-checked, on ``device`` in float16 when ``half``."""
@@ -200,7 +226,7 @@ def load_detector(name: str, model_dir: str | Path, device: torch.device, half: 
     detector_class = getattr(importlib.import_module(module), class_name)
     path = model_path(model_dir, config.weights)
     detector: FaceDetector = detector_class.from_file(path, device=device, half=half)
-    detector.net.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+    to_channels_last(detector.net)
     return detector
 
 
@@ -269,7 +295,7 @@ class FaceAnalyzer:
         # Frames arrive as N x H x W x 3, i.e. channels-last: the nets take them so without reordering
         # (on 2 CPU cores channels-last nets and contiguous ones both did 23.3 frames/s)
         for net in nets:
-            net.to(memory_format=torch.channels_last)
+            to_channels_last(net)
         self.model_version = model_version(detector, classifier)
         self._template = torch.tensor(ARCFACE_TEMPLATE, device=self.device)
         self._chip_template = torch.tensor(CHIP_TEMPLATES[detector], device=self.device)
@@ -395,7 +421,7 @@ class FaceAnalyzer:
             assert crops.chips64 is not None and crops.chips32 is not None
             return self._classify_cydral(crops.chips32[:, BGR_TO_RGB], crops.chips64[:, BGR_TO_RGB], max(chunk, 1))
         rgb = crops.arcface[:, BGR_TO_RGB]
-        outputs = [self.classifier.forward(part) for part in rgb.split(max(chunk, 1))]
+        outputs = [self.classifier.forward(part) for part in torch.split(rgb, max(chunk, 1))]
         if not outputs:
             return rgb.new_zeros(0), rgb.new_zeros(0), rgb.new_zeros(0, len(AGE_CLASSES))
         raw = torch.cat(outputs)
@@ -415,7 +441,7 @@ class FaceAnalyzer:
         assert isinstance(self.classifier, CydralClassifier)
         flip = self.classifier_config.flip
         logits, probs = [], []
-        for small, large in zip(chips32.split(chunk), chips64.split(chunk)):
+        for small, large in zip(torch.split(chips32, chunk), torch.split(chips64, chunk)):
             if flip:
                 small, large = torch.cat([small, small.flip(3)]), torch.cat([large, large.flip(3)])
             gender = self.classifier.gender_logits(small)

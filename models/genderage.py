@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,9 @@ class MXBatchNorm(nn.Module):
         eps: variance epsilon.
         fix_gamma: when True the stored gamma is ignored and the scale is 1, as MXNet does.
     """
+
+    moving_mean: torch.Tensor
+    moving_var: torch.Tensor
 
     def __init__(self, channels: int, eps: float, fix_gamma: bool) -> None:
         super().__init__()
@@ -86,7 +90,7 @@ class ConvBNReLU(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
         self.conv2d = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
-        self.batchnorm = MXBatchNorm(out_ch, CONV_BN_EPS, fix_gamma=True)
+        self.batchnorm: nn.Module = MXBatchNorm(out_ch, CONV_BN_EPS, fix_gamma=True)  # nn.Identity once folded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.batchnorm(self.conv2d(x)))
@@ -116,7 +120,7 @@ class GenderAge(nn.Module):
         self.bn1 = MXBatchNorm(in_ch, HEAD_BN_EPS, fix_gamma=False)
         self.relu1 = nn.PReLU(in_ch)
         self.pre_fc1 = nn.Linear(in_ch, 2 + 2 * NUM_AGE_PAIRS)
-        self.fc1 = MXBatchNorm(2 + 2 * NUM_AGE_PAIRS, HEAD_BN_EPS, fix_gamma=True)
+        self.fc1: nn.Module = MXBatchNorm(2 + 2 * NUM_AGE_PAIRS, HEAD_BN_EPS, fix_gamma=True)  # Identity once folded
         self._blocks = [self.conv_1] + [
             getattr(self, f"conv_{i}{part}") for i in range(2, 2 + len(BLOCKS)) for part in ("_dw", "")
         ]
@@ -125,10 +129,10 @@ class GenderAge(nn.Module):
         x = (x - INPUT_MEAN) * INPUT_SCALE
         for block in self._blocks:
             x = block(x)
-        return self.relu1(self.bn1(x))
+        return cast(torch.Tensor, self.relu1(self.bn1(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc1(self.pre_fc1(x.mean(dim=(2, 3))))
+        return cast(torch.Tensor, self.fc1(self.pre_fc1(x.mean(dim=(2, 3)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -224,7 +228,7 @@ class GenderAgeClassifier:
         if crops_rgb.shape[0] == 0:
             return torch.empty(0, 2 + 2 * NUM_AGE_PAIRS, device=crops_rgb.device)
         batch = crops_rgb.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-        return self.net(batch).float()
+        return cast(torch.Tensor, self.net(batch)).float()
 
     def predict(self, crops_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, 3, 112, 112) RGB float 0..255 -> p_male (K,) float32, age (K,) int64."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ class Head(nn.Module):
         self.conv1x1 = nn.Conv2d(in_ch, num_anchors * values, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1x1(x).permute(0, 2, 3, 1)
+        out: torch.Tensor = self.conv1x1(x).permute(0, 2, 3, 1)
         return out.reshape(out.shape[0], -1, self.values)
 
 
@@ -166,7 +167,10 @@ class RetinaFace(nn.Module):
         return loc, logits.softmax(dim=-1), landms
 
 
-def fold_batchnorm(net: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def fold_batchnorm(net: ModuleT) -> ModuleT:
     """Fold every BatchNorm2d that follows a Conv2d in a Sequential into that conv (inference).
 
     The folded conv computes the same function with one pass less over the activations, and it
@@ -185,14 +189,20 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    gamma, beta, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+    if gamma is None or beta is None or mean is None or var is None:
+        raise ValueError(f"cannot fold {bn}: it needs affine parameters and running statistics")
+    scale = gamma.double() / torch.sqrt(var.double() + bn.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    # Conv2d keeps its 2-tuples typed as tuple[int, ...]
     folded = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.in_channels, conv.out_channels, cast(tuple[int, int], conv.kernel_size),
+        cast(tuple[int, int], conv.stride), cast("str | tuple[int, int]", conv.padding),
         groups=conv.groups, bias=True,
     )  # fmt: skip
+    assert folded.bias is not None  # bias=True
     folded.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).float())
-    folded.bias.copy_((bn.bias.double() + (bias - bn.running_mean.double()) * scale).float())
+    folded.bias.copy_((beta.double() + (bias - mean.double()) * scale).float())
     return folded.to(conv.weight.device)
 
 

@@ -305,9 +305,10 @@ def load_weights(path: str | Path, sha256: str) -> dict[str, Any]:
 
     path = verify_file(path, sha256)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a file with the right hash that torch cannot read
         raise WeightsError(f"model weights {path} unreadable by torch {torch.__version__}: {exc}") from exc
+    return state
 
 
 def model_path(model_dir: str | Path, name: str) -> Path:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ class ConvHead(nn.Module):
         self.conv2 = ConvDPUnit(mid_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.bn1(self.conv1(x))))
+        return cast(torch.Tensor, self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
 
 class DPStage(nn.Module):
@@ -106,7 +107,7 @@ class DPStage(nn.Module):
         self.conv2 = ConvDPUnit(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
+        return cast(torch.Tensor, self.conv2(self.conv1(x)))
 
 
 class YuNetBackbone(nn.Module):
@@ -168,7 +169,7 @@ class YuNetHead(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         cls, obj, bbox, kps = [], [], [], []
         for level, x in enumerate(features):
-            for unit in self.multi_level_share_convs[level]:
+            for unit in cast(nn.ModuleList, self.multi_level_share_convs[level]):
                 x = unit(x)
             cls.append(_flatten(self.multi_level_cls[level](x)).sigmoid())
             obj.append(_flatten(self.multi_level_obj[level](x)).sigmoid())
@@ -197,7 +198,7 @@ class YuNet(nn.Module):
         self.bbox_head = YuNetHead()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.bbox_head(self.neck(self.backbone(images)))
+        return cast(tuple[torch.Tensor, ...], self.bbox_head(self.neck(self.backbone(images))))
 
 
 def load_yunet(weights_path: str | Path) -> YuNet:

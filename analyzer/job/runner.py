@@ -251,7 +251,7 @@ class Job:
             if holder is not None:
                 break
         silent = holder["silent_s"] if holder else None  # None: the holder's session is not visible to us
-        if silent is not None and silent > stale_after_s(s):
+        if holder is not None and silent is not None and silent > stale_after_s(s):
             raise InfrastructureError(
                 f"video {s.video_id}: the lock is held by {holder['application_name'] or 'an unnamed session'}"
                 f" (backend {holder['pid']}), silent for {silent:.0f} s (stale after"
@@ -296,7 +296,7 @@ class Job:
         s = self.settings
         return head_input(s.video_key, s.s3_bucket, s.s3_endpoint_url)
 
-    def _already_done(self, previous: dict | None, fingerprint: str, version: str) -> bool:
+    def _already_done(self, previous: dict[str, Any] | None, fingerprint: str, version: str) -> bool:
         s = self.settings
         if previous is None or previous["status"] != "succeeded":
             return False

@@ -33,7 +33,7 @@ class StopSignals:
         self.stop = threading.Event()
         self.on_force: Callable[[], None] = lambda: None
         self._done = threading.Event()
-        self._old_mask: set[signal.Signals] = set()
+        self._old_mask: set[int | signal.Signals] = set()
 
     def __enter__(self) -> StopSignals:
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
