@@ -16,8 +16,8 @@ Porting notes (read off the ONNX graphs):
 - The age net's down-sampling blocks add a stride-2 convolution branch to a 2x2 average-pooled
   shortcut whose extra channels are zero; when the two differ in size the smaller one is padded
   with zeros at its trailing rows and columns (dlib's ``add_prev``).
-- Input normalisation ``(RGB byte - mean) / 256`` is part of ``forward``; so the nets take RGB
-  float 0..255, as the other ports do.
+- Input normalisation ``(RGB byte - mean) / 256`` (the registry's ``InputConfig``) is part of
+  ``forward``; so the nets take RGB float 0..255, as the other ports do.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.weights import MODELS
 
 __all__ = [
     "AGE_CLASSES",
@@ -47,10 +49,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+GENDER_INPUT = MODELS["cydral_gender"].input  # colour order, size, normalisation
+AGE_INPUT = MODELS["cydral_age"].input
+
 GENDER_CHIP_SIZE = 32  # pixels, square chip
 AGE_CHIP_SIZE = 64
-INPUT_MEAN_RGB = (122.782, 117.001, 104.298)
-INPUT_SCALE = 1.0 / 256.0
 # Ages (years) of the age net's 81 classes: its answer is the expectation over them
 AGE_CLASSES = (0.25,) + tuple(float(age) for age in range(1, 81))
 GENDER_LABELS = ("female", "male")
@@ -66,11 +69,6 @@ CHIP_TEMPLATES = {
 # The chips are sampled at CHIP_OVERSAMPLE x their size and box-filtered down (antialiasing:
 # dlib samples from an image pyramid for the same reason)
 CHIP_OVERSAMPLE = 2
-
-
-def _normalise(rgb: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(INPUT_MEAN_RGB, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb - mean) * INPUT_SCALE
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> nn.Conv2d:
@@ -91,7 +89,7 @@ class GenderNet(nn.Module):
         self.fc2 = nn.Linear(16, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _normalise(x)
+        x = GENDER_INPUT.normalise(x)
         x = F.relu(self.conv2(F.relu(self.conv1(x))))
         x = F.avg_pool2d(x, 2)
         x = F.relu(self.conv4(F.relu(self.conv3(x))))
@@ -139,7 +137,7 @@ class AgeNet(nn.Module):
         self.fc = nn.Linear(256, len(AGE_CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.stem(_normalise(x))), 3, 2)
+        x = F.max_pool2d(F.relu(self.stem(AGE_INPUT.normalise(x))), 3, 2)
         for block in (self.block1, self.block2, self.block3, self.block4, self.block5):
             x = block(x)
         return cast(torch.Tensor, self.fc(x.mean(dim=(2, 3))))

@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.weights import MODELS
+
 __all__ = ["GenderAge", "GenderAgeClassifier", "decode", "INPUT_SIZE"]
 
 log = logging.getLogger(__name__)
 
+INPUT = MODELS["genderage"].input  # colour order, size, normalisation
+
 INPUT_SIZE = 112  # pixels, square aligned crop
-INPUT_MEAN = 127.5
-INPUT_SCALE = 0.0078125  # 1 / 128
 CONV_BN_EPS = 1e-3  # MXNet default, conv BNs carry no eps attribute
 HEAD_BN_EPS = 2e-5  # bn1 and fc1
 NUM_AGE_PAIRS = 100
@@ -126,7 +128,7 @@ class GenderAge(nn.Module):
         ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - INPUT_MEAN) * INPUT_SCALE
+        x = INPUT.normalise(x)
         for block in self._blocks:
             x = block(x)
         return cast(torch.Tensor, self.relu1(self.bn1(x)))

@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.detection import Detections, nms_per_image, top_candidates
+from models.weights import MODELS
 
-__all__ = ["RetinaFace", "RetinaFaceDetector", "anchors", "decode", "fold_batchnorm", "MEAN_BGR"]
+__all__ = ["RetinaFace", "RetinaFaceDetector", "anchors", "decode", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
 
-MEAN_BGR = (104.0, 117.0, 123.0)  # subtracted per channel; no scaling to 0..1
+INPUT = MODELS["retinaface"].input  # colour order and normalisation
+
 STEPS = (8, 16, 32)  # pixels per feature-map cell of each level
 ANCHOR_SIZES = ((10, 20), (32, 64), (128, 256))  # pixels, per level
 VARIANCES = (0.1, 0.2)  # SSD-style: centre offsets, log sizes
@@ -309,7 +311,6 @@ class RetinaFaceDetector:
         self.net = net.eval()
         parameter = next(net.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
-        self._mean = torch.tensor(MEAN_BGR, dtype=self.dtype, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
     def from_file(
@@ -343,7 +344,7 @@ class RetinaFaceDetector:
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")
-        batch = images.to(self.device, self.dtype) - self._mean
+        batch = INPUT.normalise(images.to(self.device, self.dtype))
         batch = batch.contiguous(memory_format=torch.channels_last)  # the layout the frames arrive in
         outputs = self.net(batch)
         return decode(outputs, images.shape[2], images.shape[3], score_threshold, nms_threshold)

@@ -29,12 +29,16 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from models.errors import DownloadError, WeightsError
 from models.files import publish, sha256_of
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
+    "InputConfig",
     "ModelConfig",
     "MODELS",
     "DetectorConfig",
@@ -56,13 +60,38 @@ DOWNLOAD_TIMEOUT = 60.0  # seconds per HTTP request
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """What a network takes: N x 3 x H x W (``layout``) float values 0..255 in ``colour`` order,
+    normalised by its wrapper as ``(x - mean) * scale`` per channel (``normalise``).
+
+    size: (height, width) of a fixed-size input, None for any size; multiple: H and W must be
+    multiples of it; crop: what the input is cut from.
+    """
+
+    colour: Literal["BGR", "RGB"]
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    size: tuple[int, int] | None = None
+    multiple: int = 1
+    crop: str = "the whole frame"
+    layout: Literal["NCHW"] = "NCHW"
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) * scale`` per channel, computed in ``x``'s dtype on its device."""
+        import torch
+
+        x = x - torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return x if self.scale == 1.0 else x * self.scale  # skip a pass over the frames
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One weights file and the conventions its network expects.
 
     file: name inside the model directory; sha256: of the whole file.
     url: upstream download (a pinned commit); url_sha256: hash of what ``url`` serves when it is
         not ``file`` itself (then ``convert`` turns the download into ``file``).
-    input: colour order, value range, normalisation and size the network takes.
+    input: colour order, normalisation and size the network takes (its wrapper reads them).
     licence: short licence note (see README).
     """
 
@@ -71,7 +100,7 @@ class ModelConfig:
     file: str
     sha256: str
     url: str
-    input: str
+    input: InputConfig
     licence: str
     url_sha256: str | None = None
     convert: Callable[[Path, Path], None] | None = None
@@ -169,7 +198,7 @@ MODELS: dict[str, ModelConfig] = {
         sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
         url="https://raw.githubusercontent.com/biubug6/Face-Detector-1MB-with-landmark/"
         "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
-        input="BGR float 0..255 minus mean (104, 117, 123), NCHW, any size",
+        input=InputConfig("BGR", mean=(104.0, 117.0, 123.0)),
         licence="MIT (biubug6/Face-Detector-1MB-with-landmark); trained on WIDER FACE",
     ),
     "yunet": ModelConfig(
@@ -179,7 +208,7 @@ MODELS: dict[str, ModelConfig] = {
         sha256="9c7c9e14a4d60e57491d77e4d8b0d451bd834f300e05c0dea7fd1f6533817b06",
         url="https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
         "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/weights/yunet_n.pth",
-        input="BGR float 0..255, no mean/std, NCHW, H and W padded to multiples of 32",
+        input=InputConfig("BGR", multiple=32),  # the wrapper pads to the multiple
         licence="Apache-2.0 (ShiqiYu/libfacedetection.train)",
     ),
     "genderage": ModelConfig(
@@ -191,8 +220,9 @@ MODELS: dict[str, ModelConfig] = {
         "eda10e8f7357bac84747e8d4db1bb68db37b7a8c/gender-age/model/model-0000.params",
         url_sha256="01788b7eaa2516636cbd976fad7883164aaeb0bd4027e878ff457f79fe9021aa",
         convert=convert_mxnet_params,
-        input="RGB float 0..255, 112x112 aligned to the ArcFace template, NCHW "
-        "(normalisation (x - 127.5) / 128 inside the network)",
+        input=InputConfig(
+            "RGB", mean=(127.5, 127.5, 127.5), scale=1 / 128, size=(112, 112), crop="aligned to the ArcFace template"
+        ),
         licence="NON-COMMERCIAL research use only (InsightFace models)",
     ),
     "cydral_gender": ModelConfig(
@@ -206,8 +236,9 @@ MODELS: dict[str, ModelConfig] = {
         original="cydral/gender-v1.onnx",
         original_sha256="d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
         convert=convert_onnx_initialisers,
-        input="RGB float 0..255, 32x32 dlib face chip (padding 0.2), NCHW "
-        "(normalisation (x - [122.782, 117.001, 104.298]) / 256 inside the network)",
+        input=InputConfig(
+            "RGB", mean=(122.782, 117.001, 104.298), scale=1 / 256, size=(32, 32), crop="dlib face chip, padding 0.2"
+        ),
         licence="CC0 1.0, public domain (Cydral Technology, dlib-models)",
     ),
     "cydral_age": ModelConfig(
@@ -221,8 +252,9 @@ MODELS: dict[str, ModelConfig] = {
         original="cydral/age-v1.onnx",
         original_sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
         convert=convert_onnx_initialisers,
-        input="RGB float 0..255, 64x64 dlib face chip (padding 0.2), NCHW "
-        "(normalisation (x - [122.782, 117.001, 104.298]) / 256 inside the network)",
+        input=InputConfig(
+            "RGB", mean=(122.782, 117.001, 104.298), scale=1 / 256, size=(64, 64), crop="dlib face chip, padding 0.2"
+        ),
         licence="CC0 1.0, public domain (Cydral Technology, dlib-models)",
     ),
 }

@@ -245,3 +245,20 @@ def test_weights_module_is_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert tuple(weights.DETECTORS) == ("retinaface", "yunet")
+
+
+def test_input_config_normalises_per_channel_in_the_input_dtype() -> None:
+    config = weights.InputConfig("RGB", mean=(1.0, 2.0, 3.0), scale=0.5, size=(2, 2))
+    x = torch.arange(24, dtype=torch.float32).view(2, 3, 2, 2)
+    expected = (x - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)) * 0.5
+    assert torch.equal(config.normalise(x), expected)
+    assert config.normalise(x.half()).dtype == torch.float16
+    assert torch.equal(weights.InputConfig("BGR").normalise(x), x)  # no mean, scale 1: unchanged
+
+
+def test_every_model_has_a_typed_input_config() -> None:
+    for model in weights.MODELS.values():
+        assert isinstance(model.input, weights.InputConfig), model.name
+        assert model.input.colour in ("BGR", "RGB") and len(model.input.mean) == 3 and model.input.scale > 0
+        # the classifiers take fixed-size crops, the detectors any size
+        assert (model.input.size is not None) == (model.role == "genderage"), model.name
