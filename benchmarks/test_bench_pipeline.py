@@ -45,7 +45,6 @@ from analyzer.video.readers.nvdec import unavailable_reason
 from analyzer.video.sampling import TimestampSampler
 from benchmarks.conftest import bench_video
 from models.face_analyzer import FaceAnalyzer
-from models.weights import classifier_config
 from tests.conftest import fetched_models_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +101,7 @@ def _per_frame(path: Path, model: FaceAnalyzer, settings: Settings) -> tuple[int
     sampler = TimestampSampler(settings.sample_fps)
     capture = cv2.VideoCapture(str(path))
     clock = StageClock()
-    temperature = classifier_config(settings.classifier).gender_temperature
+    temperature = model.classifier_config.gender_temperature
     started, frames = time.perf_counter(), 0
     while True:
         with clock("decode_s"):

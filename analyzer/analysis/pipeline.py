@@ -33,7 +33,6 @@ from analyzer.video.batcher import FrameBatch, FrameBatcher
 from analyzer.video.probe import DecodeLimits, probe
 from models.face_analyzer import FaceAnalyzer, FaceBatch
 from models.transfer import PinnedBuffer
-from models.weights import classifier_config
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
             name=settings.video_key,
         )
         faces, clock, host_frames = 0, StageClock(), PinnedBuffer()
-        temperature = classifier_config(settings.classifier).gender_temperature
+        temperature = faces_model.classifier_config.gender_temperature  # as the analyzer's p_male uses it
         with batcher, leave_cpus_to_the_decoder(faces_model.device):
             batches = iter(batcher)
             while True:
@@ -170,7 +169,7 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
                     batch = next(batches, None)
                 if batch is None:
                     break
-                with clock("upload_s"):  # host side of the copy to the device (it runs on while the models start)
+                with clock("upload_s"):  # the frames' copy to the device (none for NVDEC's, already there)
                     pixels = faces_model.upload(batch.frames)
                 with clock("models_s"):
                     found = faces_model.analyze(pixels)
