@@ -135,6 +135,8 @@ def test_rerun_is_skipped_and_force_reanalyses(database_url, video):
     assert "already_done" in [line.get("action") for line in _json_lines(again.stderr)]
     assert _status(database_url)["run_id"] == first["run_id"]
 
+    # Rows changed since (by hand, or by an older model): the forced run must put its own values back.
+    _query(database_url, "UPDATE events SET age = 99, box_x = box_x + 1, gender_score = NULL, gender = NULL")
     forced = procs.run(_args(video, "--force"), env)
     assert forced.returncode == 0
     assert _status(database_url)["run_id"] != first["run_id"]
@@ -234,7 +236,40 @@ def test_terminated_lock_backend_means_no_write_and_retryable_exit(database_url,
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == ExitCode.RETRYABLE, err
     assert _events(database_url) == []
-    assert "lock" in err.lower()
+    [error] = [line for line in _json_lines(err) if line["level"] == "ERROR"]
+    assert error["exit_code"] == ExitCode.RETRYABLE
+    assert error["message"].startswith(f"lock lost: the lock connection (backend {holder}) no longer holds video")
+
+
+def test_the_lock_stays_held_while_the_write_waits(database_url, video):
+    """The advisory lock is the duplicates' only guard: it must outlive the write, even a blocked one."""
+    env = procs.worker_env(
+        DATABASE_URL=database_url, TEST_ANALYSIS_STEPS="5", TEST_ANALYSIS_PAUSE="0.1", ANALYZER_HEARTBEAT_INTERVAL="60"
+    )
+    with psycopg.connect(database_url) as blocker:
+        worker = procs.start(_args(video), env)
+        procs.wait_for(_status_is(database_url, "running"), what="the run to start")
+        blocker.execute("SELECT * FROM video_analyses WHERE video_id = %s FOR UPDATE", (VIDEO_ID,))
+        [waiting] = procs.wait_for(
+            lambda: _query(
+                database_url,
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR UPDATE%%'",
+            ),
+            what="the write to wait on the status row",
+        )
+        holders = _query(
+            database_url,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s",
+            LOCK_NAMESPACE,
+            VIDEO_ID,
+        )
+        assert holders == [waiting]  # the waiting write's own session holds the video
+        duplicate = procs.run(_args(video), procs.worker_env(DATABASE_URL=database_url))
+        assert duplicate.returncode == 0
+        assert "duplicate_skipped" in [line.get("action") for line in _json_lines(duplicate.stderr)]
+        blocker.rollback()
+    assert worker.wait(30) == 0
+    assert len(_events(database_url)) == 4 and _status(database_url)["status"] == "succeeded"
 
 
 @pytest.fixture
@@ -274,6 +309,15 @@ def test_password_never_logged(database_url, pg_server, video):
     lines = _json_lines(result.stderr)
     assert lines and all(line["video_id"] == VIDEO_ID and line["batch_job_id"] == "job-9" for line in lines)
     assert any(line.get("run_id") for line in lines)
+
+    # A logged text holding the password (here the input's name, in the error that quotes it)
+    # must have it scrubbed: a careless log line elsewhere would be caught the same way.
+    missing = video.with_name(f"clip-{pg_server.password}.mp4")
+    result = procs.run(_args(missing), procs.worker_env(DATABASE_URL=database_url))
+    assert result.returncode == ExitCode.INPUT_NOT_FOUND
+    assert pg_server.password not in result.stderr + result.stdout
+    [error] = [line for line in _json_lines(result.stderr) if line["level"] == "ERROR"]
+    assert "clip-***.mp4" in error["message"]
 
 
 def test_unreachable_database_is_retryable(video):

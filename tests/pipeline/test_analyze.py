@@ -62,3 +62,12 @@ def test_classifier_setting_reaches_the_models_and_every_event_has_its_age_range
     for event in judged:
         assert event.age_low <= event.age <= event.age_high
         assert event.gender is not None and 50.0 < event.gender_score <= 99.9  # every gender answered
+
+
+@pytest.mark.slow
+def test_sample_rate_and_least_face_size_change_what_is_analysed(walking_video: Path, models_dir: Path) -> None:
+    # The default run (5 samples/s, faces from 40 px judged) is the classifier test's above.
+    result = _analyze(walking_video, models_dir, device="cpu", decoder="opencv", sample_fps=2.0, min_face_px=4000.0)
+    assert result.frames == 9 and result.stats["frames_decoded"] == 105  # 0, 0.5 ... 4.0 s of 4.2 s
+    assert result.events  # the faces are still found and linked...
+    assert all(e.age is None and e.gender is None for e in result.events)  # ...but none is large enough to judge

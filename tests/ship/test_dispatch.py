@@ -347,6 +347,21 @@ def test_ids_have_the_workers_range(stack, stated, submitted):
     assert bool(stack.jobs()) is submitted and bool(response["batchItemFailures"]) is not submitted
 
 
+@pytest.mark.parametrize(
+    ("stated", "submitted"),
+    [(84, True), ("84", True), (0, False), ("0", False), (-84, False), (2**31, False), (True, False), (84.0, False)],
+)
+def test_body_ids_have_the_workers_range(stack, stated, submitted, caplog):
+    send(stack, {"video": {"id": stated, "key": "videos/2025/12/29/range.mp4"}})
+    with caplog.at_level(logging.INFO, logger="analyzer.fleet.dispatch"):
+        response, records = deliver(stack)
+    assert [job["jobName"] for job in stack.jobs()] == (["video-process-84"] if submitted else [])
+    assert bool(response["batchItemFailures"]) is not submitted
+    if not submitted:  # refused where it is read, naming the field (not later, by the submit's own check)
+        [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert error.startswith(f"message {records[0]['messageId']}: body video.id must be a positive integer")
+
+
 # --- videos-table lookup (real PostgreSQL) ------------------------------------------------------
 
 

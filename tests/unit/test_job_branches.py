@@ -105,3 +105,33 @@ def test_a_failed_analysis_is_recorded_with_its_exit_code(video: Path) -> None:
         job(database, settings(video), analyze=broken).run()
     row = database.analyses[VIDEO_ID]
     assert row["status"] == "failed" and row["exit_code"] == ExitCode.VIDEO_MISMATCH
+
+
+@pytest.mark.parametrize("change", ["classifier", "detector", "input"])
+def test_a_new_model_or_input_is_analysed_again(video: Path, change: str) -> None:
+    database = MemoryDatabase()
+    assert job(database, settings(video)).run() is ExitCode.OK
+    first = dict(database.analyses[VIDEO_ID])
+    changed = {"classifier": {"classifier": "insightface"}, "detector": {"detector": "yunet"}}.get(change, {})
+    if change == "input":
+        video.write_bytes(video.read_bytes() + b" re-uploaded")
+    again = job(database, settings(video, **changed))
+    assert again.run() is ExitCode.OK and again.summary["outcome"] == "succeeded"
+    row = database.analyses[VIDEO_ID]
+    assert row["run_id"] != first["run_id"]
+    assert (row["model_version"] != first["model_version"]) == (change != "input")
+    assert (row["input_fingerprint"] != first["input_fingerprint"]) == (change == "input")
+
+
+def test_a_bug_in_the_analysis_is_recorded_as_an_internal_error(video: Path) -> None:
+    database = MemoryDatabase()
+
+    def buggy(path: Path, s: Settings, control: object) -> AnalysisResult:
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(ZeroDivisionError):
+        job(database, settings(video), analyze=buggy).run()
+    row = database.analyses[VIDEO_ID]
+    assert (row["status"], row["exit_code"]) == ("failed", ExitCode.INTERNAL_ERROR)
+    assert row["error"].startswith("internal error: ZeroDivisionError: division by zero (after ")
+    assert VIDEO_ID not in database.events and not database.locks

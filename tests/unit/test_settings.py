@@ -47,6 +47,21 @@ def test_local_path_without_bucket():
     assert not s.is_s3
 
 
+@pytest.mark.parametrize(
+    "text,expected",
+    [("true", True), ("1", True), ("YES", True), ("on", True)]
+    + [("false", False), ("0", False), ("no", False), ("Off", False), ("", False)],
+)
+def test_flag_values(text, expected):
+    s = _resolve([], {"VideoKey": "k", "video_id": "1", "ANALYZER_FORCE": text})
+    assert s.force is expected
+
+
+def test_flags_default_off_and_the_cli_flag_turns_them_on():
+    assert _resolve([], {"VideoKey": "k", "video_id": "1"}).force is False
+    assert _resolve(["--force"], {"VideoKey": "k", "video_id": "1", "ANALYZER_FORCE": "false"}).force is True
+
+
 BAD = [
     ({"VideoKey": "k"}, "video_id", "missing"),
     ({"VideoKey": "k", "video_id": "abc"}, "video_id", "positive integer"),
@@ -63,6 +78,7 @@ BAD = [
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_BATCH_SIZE": "0"}, "ANALYZER_BATCH_SIZE", "at least 1"),
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_SAMPLE_FPS": "-1"}, "ANALYZER_SAMPLE_FPS", ">= 0"),
     ({"VideoKey": "k", "video_id": "1", "ANALYZER_DETECTOR": "mtcnn"}, "ANALYZER_DETECTOR", "one of"),
+    ({"VideoKey": "k", "video_id": "1", "ANALYZER_FORCE": "maybe"}, "ANALYZER_FORCE", "true or false"),
     ({"VideoKey": "k", "video_id": "١٢"}, "video_id", "ASCII digits"),
     ({"VideoKey": "k", "video_id": "1", "VIDEOS_TABLE": "videos;"}, "VIDEOS_TABLE", "schema.table"),
     ({"VideoKey": "k", "video_id": "1", "VIDEOS_TABLE": "a.b.c"}, "VIDEOS_TABLE", "schema.table"),
@@ -157,21 +173,21 @@ def test_mask_url_hides_the_password_in_userinfo_and_query():
 
 
 def test_every_named_query_is_parsed():
-    assert {
-        "try_lock_video",
-        "fence",
-        "upsert_event",
-        "delete_stale_events",
-        "finish_run",
-        "stale_runs",
-        "terminate_backend",
-        "migration_lock",
-        "record_migration",
-    } <= set(queries())
-    statements = [line for q in queries().values() for line in q.splitlines() if not line.startswith("--")]
+    """Each ``-- name --`` block of queries.sql is one query: none lost, none swallowing the next."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "analyzer/store/sql/queries.sql").read_text()
+    headers = re.findall(r"^-- (\w+) --$", text, flags=re.MULTILINE)
+    parsed = queries()
+    assert list(parsed) == headers and len(headers) == len(set(headers)) >= 20
     verbs = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TABLE", "SET LOCAL")
-    assert all(any(w in q for w in verbs) for q in queries().values())
-    assert not any(line.startswith("-- ") for line in statements)
+    for name, query in parsed.items():
+        statement = [line for line in query.splitlines() if not line.startswith("--")]
+        assert statement and statement[0].startswith(verbs), name
+        assert not re.search(r"^-- \w+ --$", query, flags=re.MULTILINE), name  # a header inside a query
+        assert "\n".join(statement).count(";") == 1 and query.endswith(";"), name  # exactly one statement
+    assert "FOR UPDATE" in parsed["fence"] and "DO UPDATE SET" in parsed["upsert_event"]
+    assert "run_id = %(run_id)s" in parsed["finish_run"] and "run_id = %(run_id)s" in parsed["heartbeat"]
 
 
 def test_exit_code_table_in_readme_matches_the_enum():

@@ -308,7 +308,10 @@ def test_clip_box_inside_frame_and_non_empty(box, expected):
 
 def test_event_boxes_lie_inside_the_frame():
     frames = [(i * FRAME_MS, [face(10, 10, side=80), face(1275, 715, side=80)]) for i in range(3)]
-    for event in track(frames):
+    events = track(frames)
+    assert len(events) == 2  # one per corner: a tracker that drops them must not pass
+    assert {(event.x == 0, event.y == 0) for event in events} == {(True, True), (False, False)}
+    for event in events:
         assert event.w >= 1 and event.h >= 1
         assert event.x >= 0 and event.x + event.w <= WIDTH
         assert event.y >= 0 and event.y + event.h <= HEIGHT

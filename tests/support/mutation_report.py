@@ -1,0 +1,90 @@
+"""The mutation score per module, from mutmut's results in ``mutants/`` (after scripts/mutation.sh).
+
+``python -m tests.support.mutation_report`` prints one Markdown table row per module: mutants,
+killed (a test failed, or it ran out of time), survived, no test (no fast test calls the
+function), the survivors judged equivalent in ``EQUIVALENT``, and the score: killed over the
+mutants that are not equivalent. ``--survivors`` lists the rest by name (``mutmut show NAME``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+KILLED = {1, 3, 24, -24, 36, 152, 255}  # a test failed or errored; or the mutant hung (SIGXCPU, timeout)
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+# Survivors no test can tell from the original, by name, with why (docs/testing.md groups them).
+EQUIVALENT: dict[str, str] = {}
+
+
+def results(root: Path) -> dict[str, dict[str, int | None]]:
+    """Each mutated module's exit code per mutant, from mutmut's ``.meta`` files."""
+    found = {}
+    for meta in sorted((root / "mutants").rglob("*.py.meta")):
+        module = meta.relative_to(root / "mutants").as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
+        if codes:
+            found[module] = codes
+    return found
+
+
+def outcome(name: str, code: int | None) -> str:
+    if name in EQUIVALENT:
+        return "equivalent"
+    if code in KILLED:
+        return "killed"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no test"
+    return "not run" if code is None else "other"
+
+
+def table(found: dict[str, dict[str, int | None]]) -> list[str]:
+    rows = [
+        "| module | mutants | killed | survived | no test | equivalent | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    total: Counter[str] = Counter()
+    for module, codes in found.items():
+        counts = Counter(outcome(name, code) for name, code in codes.items())
+        total.update(counts)
+        rows.append(_row(module, len(codes), counts))
+    rows.append(_row("**all**", sum(len(c) for c in found.values()), total))
+    return rows
+
+
+def _row(module: str, mutants: int, counts: Counter[str]) -> str:
+    judged = mutants - counts["equivalent"] - counts["not run"]
+    score = f"{100 * counts['killed'] / judged:.1f} %" if judged else "-"
+    return (
+        f"| {module} | {mutants} | {counts['killed']} | {counts['survived']} | {counts['no test']}"
+        f" | {counts['equivalent']} | {score} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    parser.add_argument("--survivors", action="store_true", help="list the mutants that survived or had no test")
+    args = parser.parse_args(argv)
+    found = results(args.root)
+    if not found:
+        print("no results in mutants/: run scripts/mutation.sh first", file=sys.stderr)
+        return 1
+    print("\n".join(table(found)))
+    if args.survivors:
+        for codes in found.values():
+            for name, code in codes.items():
+                if outcome(name, code) in ("survived", "no test", "other"):
+                    print(f"{outcome(name, code)}: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
