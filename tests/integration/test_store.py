@@ -6,7 +6,9 @@ these tests pin each piece of the protocol on its own, so that a regression in o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import psycopg
@@ -15,7 +17,8 @@ from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode, InfrastructureError, LockLost, SettingsError, VideoMismatch
 from analyzer.events import Event
-from analyzer.store import postgres
+from analyzer.store import db, postgres
+from analyzer.store.migrate import migrate
 from analyzer.store.postgres import LOCK_NAMESPACE, Store
 
 pytestmark = pytest.mark.integration
@@ -55,8 +58,42 @@ def _events(url: str) -> dict[str, dict]:
     return {r["event_key"]: r for r in rows}
 
 
+def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _lock_free(url: str) -> bool:
+    rows = _query(url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", VIDEO_ID)
+    return not rows
+
+
 def _status(url: str) -> dict:
     return _query(url, "SELECT * FROM video_analyses WHERE video_id = %s", VIDEO_ID)[0]
+
+
+@pytest.fixture(scope="module")
+def migrated_url(pg_server) -> str:
+    url = pg_server.create_database()
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        migrate(conn)
+    return url
+
+
+@pytest.fixture
+def database_url(migrated_url: str) -> Iterator[str]:
+    """One migrated database for the module (a new one per test costs more than the tests), emptied after each."""
+    yield migrated_url
+    for statement in (
+        "TRUNCATE video_analyses, events",
+        'DROP TABLE IF EXISTS "Videos", videos',
+        'DROP SCHEMA IF EXISTS "Media" CASCADE',
+    ):
+        _query(migrated_url, statement)
 
 
 @pytest.fixture
@@ -83,6 +120,8 @@ def test_a_run_claims_the_row_and_its_write_marks_it_succeeded(store, database_u
         "sha256:aa",
         "m1",
     )
+    status = _status(database_url)
+    assert (status["batch_job_id"], status["batch_attempt"], status["input_key"]) == ("j-1", 2, "videos/a.mp4")
     store.write_events(VIDEO_ID, run_id, [event("a"), event("b", 1000)], "m1", frames=12, faces=7)
     status = _status(database_url)
     assert (status["status"], status["frames"], status["faces"], status["events"], status["exit_code"]) == (
@@ -184,27 +223,68 @@ def test_the_lock_is_per_video_and_names_its_holder(store, database_url):
         again.close()
 
 
+def _beat_age_s(url: str) -> float:
+    [row] = _query(url, "SELECT extract(epoch FROM now() - heartbeat_at)::float8 AS age FROM video_analyses")
+    return row["age"]
+
+
 def test_a_holder_is_silent_since_its_last_heartbeat_or_its_session_start(store, database_url):
     assert store.try_lock(VIDEO_ID)
-    run_id = _begin(store)
+    _begin(store)
     other = Store(database_url, "analyzer:other")
     try:
         _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() + interval '1 hour'")
         assert other.lock_holder(VIDEO_ID)["silent_s"] < -3000  # the beat counts when it is the later
         _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
         assert 0 <= other.lock_holder(VIDEO_ID)["silent_s"] < 60  # else the session's start
-        store.heartbeat(VIDEO_ID, run_id, 1.0).beat(other.conn)
-        assert other.lock_holder(VIDEO_ID)["silent_s"] < 5
-        newer = _begin(store)
-        _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
-        store.heartbeat(VIDEO_ID, run_id, 1.0).beat(other.conn)  # a superseded run beats nothing
-        assert other.lock_holder(VIDEO_ID)["silent_s"] >= 0
-        [row] = _query(database_url, "SELECT now() - heartbeat_at > interval '1 minute' AS old FROM video_analyses")
-        assert row["old"]
-        store.heartbeat(VIDEO_ID, newer, 1.0).beat(other.conn)
-        assert other.lock_holder(VIDEO_ID)["silent_s"] < 5
     finally:
         other.close()
+
+
+def test_a_beat_refreshes_only_the_current_runs_row(store, database_url):
+    assert store.try_lock(VIDEO_ID)
+    old = _begin(store)
+    current = _begin(store)
+    _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        store.heartbeat(VIDEO_ID, old, 1.0).beat(conn)  # a superseded run beats nothing
+        assert _beat_age_s(database_url) > 3000
+        store.heartbeat(VIDEO_ID, current, 1.0).beat(conn)
+        assert _beat_age_s(database_url) < 5
+
+
+def test_the_heartbeat_thread_beats_until_stopped_and_never_holds_the_process(store, database_url):
+    assert store.try_lock(VIDEO_ID)
+    run_id = _begin(store)
+    _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
+    beat = store.heartbeat(VIDEO_ID, run_id, 0.02)
+    assert beat.daemon and beat.name == "heartbeat" and beat.reason == "" and not beat.lost.is_set()
+    beat.start()
+    try:
+        assert _wait(lambda: _beat_age_s(database_url) < 5)
+    finally:
+        beat.stop()
+        beat.join(5)
+    assert not beat.is_alive() and not beat.lost.is_set()
+
+
+def test_the_heartbeat_thread_loses_the_run_with_its_lock_session(store, database_url):
+    assert store.try_lock(VIDEO_ID)
+    beat = store.heartbeat(VIDEO_ID, _begin(store), 0.02)
+    beat.start()
+    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    assert beat.lost.wait(5)
+    beat.join(5)
+    assert not beat.is_alive()
+    assert beat.reason == f"the lock connection (backend {store.backend_pid}) no longer holds video {VIDEO_ID}"
+
+
+def test_a_heartbeat_that_cannot_connect_loses_the_run(database_url):
+    beat = Store(database_url, "analyzer:test").heartbeat(VIDEO_ID, "run", 0.02)
+    beat.url = "postgresql://u:pw@127.0.0.1:1/db"  # the database went away
+    beat.start()
+    assert beat.lost.wait(10)
+    assert beat.reason.startswith("database error while connecting: ")
 
 
 def test_the_heartbeat_loses_the_run_when_the_lock_session_is_gone(store, database_url):
@@ -214,7 +294,7 @@ def test_the_heartbeat_loses_the_run_when_the_lock_session_is_gone(store, databa
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         beat.beat(conn)
         assert not beat.lost.is_set()
-        conn.execute("SELECT pg_terminate_backend(%s)", (store.backend_pid,))
+        conn.execute("SELECT pg_terminate_backend(%s, 5000)", (store.backend_pid,))
         beat.beat(conn)
     assert beat.lost.is_set() and str(store.backend_pid) in beat.reason
 
@@ -232,14 +312,87 @@ def test_close_releases_the_lock_and_the_connection(store, database_url):
     assert rows[0]["n"] == 0
 
 
-def test_finish_run_goes_through_a_short_connection_when_the_lock_session_is_broken(store, database_url):
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every connection the store opens (its name, and whether it has the short timeouts); real ones."""
+    opened: list[tuple[str, bool]] = []
+    real = db.connect
+
+    def connect(url: str, application_name: str, *, short: bool = False):
+        opened.append((application_name, short))
+        return real(url, application_name, short=short)
+
+    monkeypatch.setattr(db, "connect", connect)
+    return opened
+
+
+def test_finish_run_writes_through_the_lock_session_when_it_is_healthy(store, database_url, connections):
+    store.finish_run(VIDEO_ID, _begin(store), "failed", int(ExitCode.INPUT_REJECTED), error="too long")
+    assert connections == []
+    status = _status(database_url)
+    assert (status["status"], status["exit_code"], status["error"]) == ("failed", 6, "too long")
+    assert status["finished_at"] is not None and (status["frames"], status["events"]) == (None, None)
+
+
+@pytest.mark.parametrize("how", ["terminated", "closed"])
+def test_finish_run_goes_through_a_short_connection_when_the_lock_session_is_gone(
+    store, database_url, connections, how
+):
     run_id = _begin(store)
-    _query(database_url, "SELECT pg_terminate_backend(%s)", store.backend_pid)
-    with pytest.raises(InfrastructureError):
-        store.get_analysis(VIDEO_ID)  # the session is gone: psycopg marks the connection broken
+    if how == "terminated":
+        _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+        with pytest.raises(InfrastructureError):
+            store.get_analysis(VIDEO_ID)  # the session is gone: psycopg marks the connection broken
+    else:
+        store.conn.close()
     store.finish_run(VIDEO_ID, run_id, "interrupted", int(ExitCode.INTERRUPTED), error="stopped")
+    assert connections == [("analyzer:test:end", True)]
     status = _status(database_url)
     assert (status["status"], status["exit_code"], status["error"]) == ("interrupted", ExitCode.INTERRUPTED, "stopped")
+
+
+def test_finish_run_that_times_out_on_a_healthy_session_is_an_error_not_a_second_try(store, database_url, connections):
+    run_id = _begin(store)
+    store.conn.execute("SET lock_timeout = '100ms'")
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT * FROM video_analyses WHERE video_id = %s FOR UPDATE", (VIDEO_ID,))
+        with pytest.raises(InfrastructureError, match="^database error while finish run: "):
+            store.finish_run(VIDEO_ID, run_id, "failed", int(ExitCode.INTERNAL_ERROR), error="x")
+    assert connections == [] and _status(database_url)["status"] == "running"
+
+
+def test_interrupt_ends_the_lock_session_and_its_blocked_write_then_marks_the_run(store, database_url, connections):
+    assert store.try_lock(VIDEO_ID)
+    run_id = _begin(store)
+    store.conn.execute("BEGIN")
+    store.conn.execute("UPDATE video_analyses SET frames = 99 WHERE video_id = %s", (VIDEO_ID,))  # a write in flight
+    store.interrupt(VIDEO_ID, run_id, "stopped by signal: forced exit")
+    assert connections == [("analyzer:test:end", True)]
+    status = _status(database_url)
+    assert (status["status"], status["exit_code"], status["error"], status["frames"]) == (
+        "interrupted",
+        ExitCode.INTERRUPTED,
+        "stopped by signal: forced exit",
+        None,
+    )
+    assert store.conn.broken or store.conn.closed or _wait(lambda: _lock_free(database_url))
+    assert _wait(lambda: _lock_free(database_url))
+
+
+def test_interrupt_of_a_superseded_run_leaves_the_row_alone(store, database_url):
+    old = _begin(store)
+    current = _begin(store)
+    store.interrupt(VIDEO_ID, old, "stopped")
+    status = _status(database_url)
+    assert (str(status["run_id"]), status["status"]) == (current, "running")
+
+
+def test_a_write_on_a_lost_session_is_retryable(store, database_url):
+    run_id = _begin(store)
+    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    with pytest.raises(InfrastructureError, match="^database error while writing events: ") as info:
+        store.write_events(VIDEO_ID, run_id, [event("a")], "m1", 1, 1)
+    assert info.value.exit_code is ExitCode.RETRYABLE and _events(database_url) == {}
 
 
 @pytest.fixture
@@ -263,10 +416,35 @@ def test_the_videos_guard_refuses_another_key_or_a_missing_row(store, videos):
 
 def test_the_videos_guard_without_its_table(store, videos):
     assert not store.check_video_row("videos", "Id", "s3_key", VIDEO_ID, "videos/a.mp4", required=False)
-    with pytest.raises(SettingsError, match="no table videos"):
+    with pytest.raises(SettingsError) as info:
         store.check_video_row("videos", "Id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
-    with pytest.raises(SettingsError, match="no column id or s3_key"):
+    assert str(info.value) == (
+        "invalid setting VIDEOS_TABLE: no table videos in this database"
+        " (names are case-sensitive; unset VIDEOS_TABLE to run without the guard)"
+    )
+    with pytest.raises(SettingsError) as info:
         store.check_video_row("Videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
+    assert str(info.value) == (
+        "invalid setting VIDEOS_ID_COLUMN / VIDEOS_KEY_COLUMN: table Videos has no column id or s3_key"
+    )
+
+
+def test_the_videos_guard_reads_a_schema_qualified_table(store, database_url):
+    _query(database_url, 'CREATE SCHEMA "Media"')
+    _query(database_url, 'CREATE TABLE "Media"."Videos" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
+    _query(database_url, """INSERT INTO "Media"."Videos" VALUES (%s, 'videos/a.mp4')""", VIDEO_ID)
+    assert store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
+    with pytest.raises(VideoMismatch):
+        store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/b.mp4", required=True)
+
+
+def test_a_videos_table_the_guard_cannot_query_is_a_settings_error_with_the_reason(store, database_url):
+    _query(database_url, "CREATE TABLE videos (id text PRIMARY KEY, s3_key text NOT NULL)")  # id is text
+    with pytest.raises(SettingsError) as info:
+        store.check_video_row("videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
+    assert re.fullmatch(
+        r"invalid setting VIDEOS_TABLE: cannot read videos \(operator does not exist: text = \w+int\)", str(info.value)
+    ), str(info.value)
 
 
 def test_stale_runs_lists_dead_interrupted_and_retryable_failures(store, database_url):
@@ -287,7 +465,13 @@ def test_stale_runs_lists_dead_interrupted_and_retryable_failures(store, databas
 
 
 @pytest.mark.parametrize(
-    "key,expected", [("s3://b/videos/a.mp4", "videos/a.mp4"), ("/videos/a.mp4", "videos/a.mp4"), ("a.mp4", "a.mp4")]
+    "key,expected",
+    [
+        ("s3://b/videos/a.mp4", "videos/a.mp4"),
+        ("/videos/a.mp4", "videos/a.mp4"),
+        ("a.mp4", "a.mp4"),
+        ("X/a.mp4", "X/a.mp4"),
+    ],
 )
 def test_key_of(key, expected):
     assert postgres.key_of(key) == expected
