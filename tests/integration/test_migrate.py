@@ -43,6 +43,7 @@ def test_a_new_database_gets_every_migration_once(database_url, caplog):
         assert migrate(conn) == VERSIONS
         assert _recorded(conn) == VERSIONS
         assert [r.getMessage() for r in caplog.records] == [f"schema migration {v} applied" for v in VERSIONS]
+        assert {r.action for r in caplog.records} == {"migrate"}  # the structured log's field
         assert migrate(conn) == []  # idempotent: nothing left to apply
         assert _migration_locks(conn) == 0  # the lock is released after each pass
         columns = {r["column_name"] for r in conn.execute("SELECT column_name FROM information_schema.columns")}

@@ -253,7 +253,7 @@ def test_a_beat_refreshes_only_the_current_runs_row(store, database_url):
         assert _beat_age_s(database_url) < 5
 
 
-def test_the_heartbeat_thread_beats_until_stopped_and_never_holds_the_process(store, database_url):
+def test_the_heartbeat_thread_beats_until_stopped_and_never_holds_the_process(store, database_url, connections):
     assert store.try_lock(VIDEO_ID)
     run_id = _begin(store)
     _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
@@ -266,6 +266,7 @@ def test_the_heartbeat_thread_beats_until_stopped_and_never_holds_the_process(st
         beat.stop()
         beat.join(5)
     assert not beat.is_alive() and not beat.lost.is_set()
+    assert connections == [("analyzer:test:hb", False)]  # its own session, named for pg_stat_activity
 
 
 def test_the_heartbeat_thread_loses_the_run_with_its_lock_session(store, database_url):
@@ -436,6 +437,12 @@ def test_the_videos_guard_reads_a_schema_qualified_table(store, database_url):
     assert store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
     with pytest.raises(VideoMismatch):
         store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/b.mp4", required=True)
+
+
+def test_the_videos_guard_on_a_lost_session_is_retryable(store, videos):
+    _query(videos, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    with pytest.raises(InfrastructureError, match="^database error while reading Videos: "):
+        store.check_video_row("Videos", "Id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
 
 
 def test_a_videos_table_the_guard_cannot_query_is_a_settings_error_with_the_reason(store, database_url):
