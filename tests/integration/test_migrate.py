@@ -89,6 +89,14 @@ def test_server_options_put_ours_first_so_the_urls_win():
     assert both == "-c lock_timeout=7 -c lock_timeout=3s"
 
 
+@pytest.mark.parametrize("short", [False, True])
+def test_connect_bounds_the_connect_and_asks_for_keepalives(database_url, short):
+    with db.connect(database_url, "analyzer:test", short=short) as conn:
+        params = conn.info.get_parameters()
+    assert params["connect_timeout"] == str(db.SHORT_CONNECT_TIMEOUT if short else db.CONNECT_TIMEOUT)
+    assert {name: params[name] for name in db.KEEPALIVES} == {k: str(v) for k, v in db.KEEPALIVES.items()}
+
+
 def test_connect_names_the_session_and_translates_refusals(database_url):
     with db.connect(database_url, "analyzer:" + "x" * 80) as conn:
         name = conn.execute("SHOW application_name").fetchone()["application_name"]

@@ -471,6 +471,12 @@ def test_stale_runs_lists_dead_interrupted_and_retryable_failures(store, databas
     assert [r["input_key"] for r in postgres.stale_runs(store.conn, older_than_s=60, limit=1)] == ["running-dead"]
 
 
+def test_stale_runs_on_a_lost_connection_is_retryable(store, database_url):
+    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    with pytest.raises(InfrastructureError, match="^database error while stale runs: "):
+        postgres.stale_runs(store.conn, older_than_s=60)
+
+
 @pytest.mark.parametrize(
     "key,expected",
     [
