@@ -29,7 +29,7 @@ EQUIVALENT: dict[str, str] = {
     "analyzer.store.postgres.xǁStoreǁcheck_video_row__mutmut_14": "psycopg formats an Identifier without a connection",
     "analyzer.store.postgres.xǁStoreǁcheck_video_row__mutmut_32": "SQL keywords in lower case",
     "analyzer.store.postgres.xǁStoreǁinterrupt__mutmut_21": "terminate_backend waits 1001 ms instead of 1000",
-    "analyzer.store.migrate.x_migrate__mutmut_52": "a broken connection is also closed; a closed one never reaches migrate",
+    "analyzer.store.migrate.x_migrate__mutmut_52": "a broken connection is also closed; no closed one reaches migrate",
     "analyzer.store.db.x_connect__mutmut_21": "the server cuts application_name to 63 bytes itself",
 }
 
