@@ -364,6 +364,20 @@ def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env):
     assert [params["Range"] for _, params in gets] == ["bytes=0-0"]
 
 
+def test_an_object_that_appears_between_head_and_get_is_retried(s3_env):
+    key = _upload_key()
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+
+    def upload_now(**_) -> None:  # a before-call handler's return value would replace the response
+        s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"late upload")
+
+    client.meta.events.register("before-call.s3.GetObject", upload_now)
+    what = f"input s3://{s3_env.bucket}/{key}"
+    with pytest.raises(InfrastructureError) as info:
+        head_object(client, s3_env.bucket, key, what)
+    assert str(info.value) == f"{what}: refused at first, then found; retry"
+
+
 def test_head_input_uses_the_client_and_config_it_is_given(s3_env, uploaded: str):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
