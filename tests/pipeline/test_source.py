@@ -16,7 +16,7 @@ import pytest
 from analyzer.errors import AccessDenied, ExitCode, InfrastructureError, InputNotFound, SettingsError
 from analyzer.files import FileChanged, sha256_of_regular_file
 from analyzer.source.inputs import fetch_input, head_input, parse_input, stat_input
-from analyzer.source.s3 import S3Config, make_s3_client
+from analyzer.source.s3 import S3Config, default_s3_client, head_object, make_s3_client
 from tests.support import procs
 
 FAST = S3Config(connect_timeout_s=0.5, read_timeout_s=5.0, max_attempts=2)
@@ -60,6 +60,9 @@ def test_parse_input_forms():
     ):
         with pytest.raises(SettingsError):
             parse_input(video_key, bucket)
+    with pytest.raises(SettingsError) as info:
+        parse_input("videos/a\tb.mp4", "uploads")
+    assert str(info.value) == "input: S3 key 'videos/a\\tb.mp4' contains control characters"
 
 
 def test_local_file_fingerprint_is_sha256_and_size(hamilton_video: Path):
@@ -86,6 +89,13 @@ def test_s3_fingerprint_is_etag_and_size(s3_env, uploaded: str, hamilton_video: 
     expected = f"etag:{_md5(hamilton_video)}:size:{size}"
     assert head_input(uploaded, s3_env.bucket, s3_env.endpoint_url) == expected
     assert head_input(f"s3://{s3_env.bucket}/{uploaded}", None, s3_env.endpoint_url) == expected
+    head = stat_input(uploaded, s3_env.bucket, s3_env.endpoint_url)
+    assert (head.fingerprint, head.etag, head.size, str(head.ref)) == (
+        expected,
+        _md5(hamilton_video),
+        size,
+        f"s3://{s3_env.bucket}/{uploaded}",
+    )
 
 
 def test_s3_download_to_private_temp_file_removed_afterwards(
@@ -254,3 +264,197 @@ def test_unreachable_endpoint_is_retryable_and_quick(s3_env):
         head_input("videos/a.mp4", "bucket", f"http://127.0.0.1:{closed_port}", config=FAST)
     assert info.value.exit_code.retryable
     assert time.monotonic() - started < 5.0
+
+
+# --- what the download asks S3 for, and what it checks afterwards -------------------------------
+
+
+def _recorder(client, event: str) -> list[tuple[str, dict]]:
+    calls: list[tuple[str, dict]] = []
+    client.meta.events.register(event, lambda params, **_: calls.append((threading.current_thread().name, params)))
+    return calls
+
+
+def test_large_object_is_fetched_in_parts_of_the_configured_size_on_worker_threads(s3_env, tmp_path: Path, caplog):
+    source = tmp_path / "six.bin"
+    source.write_bytes(os.urandom(6 * 1024 * 1024))
+    key = _upload_key()
+    s3_env.upload(source, key)
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    gets = _recorder(client, "before-parameter-build.s3.GetObject")
+    mib = 1024 * 1024
+    config = S3Config(multipart_threshold=5 * mib, part_size=2 * mib, max_concurrency=2)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with caplog.at_level("INFO", logger="analyzer.source.inputs"):
+        with fetch_input(key, s3_env.bucket, None, workdir, config=config, client=client) as local:
+            assert local.path.read_bytes() == source.read_bytes()
+    assert sorted(params["Range"] for _, params in gets) == [
+        f"bytes=0-{2 * mib - 1}",
+        f"bytes={2 * mib}-{4 * mib - 1}",
+        f"bytes={4 * mib}-",  # the last part: to the end
+    ]
+    threads = {name for name, _ in gets}
+    assert threading.main_thread().name not in threads and len(threads) <= 2
+    assert f"input s3://{s3_env.bucket}/{key}: downloading {6 * mib} bytes" in caplog.messages
+
+
+def test_object_below_the_threshold_is_one_plain_get(s3_env, uploaded: str, tmp_path: Path):
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    gets = _recorder(client, "before-parameter-build.s3.GetObject")
+    with fetch_input(uploaded, s3_env.bucket, None, tmp_path, client=client):
+        pass
+    assert len(gets) == 1 and "Range" not in gets[0][1]
+
+
+def test_object_deleted_before_the_download_names_the_input(s3_env, uploaded: str, tmp_path: Path):
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    client.meta.events.register(
+        "before-parameter-build.s3.GetObject",
+        lambda **_: s3_env.client().delete_object(Bucket=s3_env.bucket, Key=uploaded),
+    )
+    with pytest.raises(InputNotFound) as info:
+        with fetch_input(uploaded, s3_env.bucket, None, tmp_path, client=client):
+            pytest.fail("a deleted object must not be analysed")
+    assert str(info.value).startswith(f"input s3://{s3_env.bucket}/{uploaded}: no such object")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_object_replaced_right_after_the_download_is_refused(s3_env, tmp_path: Path):
+    key = _upload_key()
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"first upload")
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    client.meta.events.register(
+        "after-call.s3.GetObject",
+        lambda **_: s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"second upload"),
+    )
+    with pytest.raises(InfrastructureError, match="changed since it was checked") as info:
+        with fetch_input(key, s3_env.bucket, None, tmp_path, client=client):
+            pytest.fail("a replaced object must not be analysed")
+    assert info.value.exit_code is ExitCode.RETRYABLE and list(tmp_path.iterdir()) == []
+
+
+def test_a_download_of_the_wrong_size_is_refused(s3_env, uploaded: str, tmp_path: Path):
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    heads = _recorder(client, "before-parameter-build.s3.HeadObject")
+
+    def grow_the_part_file(**_):
+        if len(heads) == 3:  # ours, s3transfer's, and the check after the download
+            for part in tmp_path.iterdir():
+                with part.open("ab") as file:
+                    file.write(b"x")
+
+    client.meta.events.register("before-call.s3.HeadObject", grow_the_part_file)
+    size = head_input(uploaded, s3_env.bucket, None, client=client)
+    size = int(size.rsplit(":", 1)[1])
+    heads.clear()
+    with pytest.raises(InfrastructureError) as info:
+        with fetch_input(uploaded, s3_env.bucket, None, tmp_path, client=client):
+            pytest.fail("a download of the wrong size must not be analysed")
+    assert str(info.value) == f"input s3://{s3_env.bucket}/{uploaded}: downloaded {size + 1} bytes, expected {size}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env):
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    gets = _recorder(client, "before-parameter-build.s3.GetObject")
+    what = f"manifest s3://{s3_env.bucket}/missing.csv"
+    with pytest.raises(SettingsError, match="^manifest s3://.*/missing.csv: no such object \\(NoSuchKey\\)$"):
+        head_object(client, s3_env.bucket, "missing.csv", what, not_found=SettingsError)
+    assert [params["Range"] for _, params in gets] == ["bytes=0-0"]
+
+
+def test_an_object_that_appears_between_head_and_get_is_retried(s3_env):
+    key = _upload_key()
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+
+    def upload_now(**_) -> None:  # a before-call handler's return value would replace the response
+        s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"late upload")
+
+    client.meta.events.register("before-call.s3.GetObject", upload_now)
+    what = f"input s3://{s3_env.bucket}/{key}"
+    with pytest.raises(InfrastructureError) as info:
+        head_object(client, s3_env.bucket, key, what)
+    assert str(info.value) == f"{what}: refused at first, then found; retry"
+
+
+def test_head_input_uses_the_client_and_config_it_is_given(s3_env, uploaded: str):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    assert head_input(uploaded, s3_env.bucket, closed_url, client=s3_env.client()).startswith("etag:")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        config = S3Config(connect_timeout_s=1.0, read_timeout_s=0.2, max_attempts=1)
+        started = time.monotonic()
+        with pytest.raises(InfrastructureError, match="unreachable"):
+            head_input(uploaded, s3_env.bucket, f"http://127.0.0.1:{silent.getsockname()[1]}", config=config)
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_local_input_changed_since_it_was_checked_is_retried(hamilton_video: Path):
+    with pytest.raises(InfrastructureError) as info:
+        with fetch_input(str(hamilton_video), None, fingerprint="sha256:00:size:1"):
+            pytest.fail("a changed input must not be analysed")
+    fingerprint = head_input(str(hamilton_video), None)
+    assert (
+        str(info.value) == f"input {hamilton_video}: changed since it was checked (sha256:00:size:1 -> {fingerprint})"
+    )
+    assert info.value.exit_code is ExitCode.RETRYABLE
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "says"),
+    [
+        ("/proc/self/status", InfrastructureError, "input /proc/self/status: size changed while it was read"),
+        ("/dev/zero", InputNotFound, "input /dev/zero: not a regular file (a character device)"),
+    ],
+)
+def test_a_local_input_that_is_no_regular_file_is_named(path: str, error, says: str):
+    with pytest.raises(error) as info:
+        head_input(path, None)
+    assert str(info.value).startswith(says), str(info.value)
+
+
+# --- the client: region, timeouts, retries, addressing -------------------------------------------
+
+
+def test_the_client_carries_the_configured_timeouts_and_retries(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    client = make_s3_client(
+        "http://127.0.0.1:8333", S3Config(connect_timeout_s=1.5, read_timeout_s=7.0, max_attempts=3)
+    )
+    config = client.meta.config
+    assert (client.meta.endpoint_url, client.meta.region_name) == ("http://127.0.0.1:8333", "eu-west-2")
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 7.0)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 4}  # botocore: 3 retries after the first
+    assert config.s3 == {"addressing_style": "path"}
+    assert make_s3_client().meta.config.retries == {
+        "mode": "standard",
+        "total_max_attempts": S3Config().max_attempts + 1,
+    }
+
+
+def test_the_region_comes_from_the_environment_then_the_session(monkeypatch: pytest.MonkeyPatch):
+    import boto3
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    aws = make_s3_client()
+    assert aws.meta.region_name == "us-east-1" and aws.meta.config.s3 in (None, {})
+    session = boto3.session.Session(region_name="ap-south-1")
+    assert make_s3_client(session=session).meta.region_name == "ap-south-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    assert make_s3_client(session=session).meta.region_name == "eu-central-1"
+    monkeypatch.setenv("AWS_REGION", "eu-north-1")
+    assert make_s3_client(session=session).meta.region_name == "eu-north-1"
+
+
+def test_the_worker_client_honours_s3_endpoint_url(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
+    assert default_s3_client().meta.endpoint_url == "http://127.0.0.1:8333"
+    monkeypatch.setenv("S3_ENDPOINT_URL", "")
+    assert default_s3_client().meta.endpoint_url == "https://s3.us-east-1.amazonaws.com"

@@ -13,7 +13,7 @@ from botocore import exceptions as bce
 from s3transfer import exceptions as s3te
 
 from analyzer.errors import AccessDenied, ExitCode, InputNotFound, SettingsError
-from analyzer.source.s3 import s3_errors, translate
+from analyzer.source.s3 import check_bucket, check_key, s3_errors, split_s3_uri, translate
 
 WHAT = "input s3://uploads/videos/a.mp4"
 
@@ -45,6 +45,10 @@ CLIENT_ERRORS = [  # code, HTTP status, exit code, what the message says
     ("AuthorizationHeaderMalformed", 400, ExitCode.BAD_SETTINGS, "S3 refused the request"),
     ("InvalidArgument", 400, ExitCode.INPUT_NOT_FOUND, "S3 refused the key as invalid (InvalidArgument)"),
     ("KeyTooLongError", 400, ExitCode.INPUT_NOT_FOUND, "S3 refused the key as invalid (KeyTooLongError)"),
+    ("UnknownError", 404, ExitCode.INPUT_NOT_FOUND, "no such object (UnknownError)"),
+    ("UnknownError", 403, ExitCode.ACCESS_DENIED, "access denied (UnknownError)"),
+    ("UnknownError", 412, ExitCode.RETRYABLE, "changed while it was being fetched"),
+    ("PreconditionFailed", 400, ExitCode.RETRYABLE, "changed while it was being fetched"),
 ]
 
 
@@ -108,3 +112,59 @@ def test_s3_errors_raises_the_translation_and_lets_project_errors_through():
     with pytest.raises(InputNotFound, match="^already ours$"):
         with s3_errors(WHAT):
             raise InputNotFound("already ours")
+
+
+@pytest.mark.parametrize(
+    "response,says",
+    [
+        ({"ResponseMetadata": {"HTTPStatusCode": 404}}, "no such object (404)"),
+        ({"Error": {"Message": "no code"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "S3 error 503"),
+        ({"Error": {"Code": "InternalError"}}, "S3 error InternalError"),
+        ({}, "S3 error 0"),
+    ],
+)
+def test_a_response_without_code_or_status_still_translates(response, says):
+    assert str(translate(bce.ClientError(response, "HeadObject"), WHAT)) == f"{WHAT}: {says}"
+
+
+def test_a_refused_request_quotes_botocore_on_one_line():
+    error = translate(bce.ParamValidationError(report="Invalid bucket name\n  must match a pattern"), WHAT)
+    assert str(error) == (
+        f"{WHAT}: invalid S3 request (Parameter validation failed: Invalid bucket name must match a pattern)"
+    )
+
+
+@pytest.mark.parametrize(
+    "uri,says",
+    [
+        ("http://bucket/key", "not an s3:// URI: 'http://bucket/key'"),
+        ("s3://bucket/", "s3 URI needs a bucket and a key: 's3://bucket/'"),
+        ("s3:///key.mp4", "s3 URI needs a bucket and a key: 's3:///key.mp4'"),
+        ("s3://a b/k", "s3 URI 's3://a b/k': invalid S3 bucket name 'a b' (letters, digits, '.', '-', '_')"),
+    ],
+)
+def test_split_s3_uri_says_what_is_wrong(uri, says):
+    with pytest.raises(SettingsError) as info:
+        split_s3_uri(uri)
+    assert str(info.value) == says
+
+
+def test_bucket_names_and_access_point_arns():
+    arn = "arn:aws:s3:eu-west-1:123456789012:accesspoint/uploads"
+    assert (check_bucket(arn), check_bucket("Legacy_Bucket.1")) == (arn, "Legacy_Bucket.1")
+    for bad in ("arn:aws:s3:::a b", "arn:aws:s3:::ap\n", "uploads!", ""):
+        with pytest.raises(ValueError) as info:
+            check_bucket(bad)
+        assert str(info.value) == f"invalid S3 bucket name {bad!r} (letters, digits, '.', '-', '_')"
+
+
+def test_keys_up_to_1024_bytes_without_control_characters():
+    assert check_key("é" * 512) == "é" * 512
+    for bad, says in (
+        ("", "empty S3 key"),
+        ("é" * 512 + "x", "S3 key longer than 1024 bytes"),
+        ("a\x7fb", "S3 key 'a\\x7fb' contains control characters"),
+    ):
+        with pytest.raises(ValueError) as info:
+            check_key(bad)
+        assert str(info.value) == says

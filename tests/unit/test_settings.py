@@ -214,3 +214,265 @@ def test_every_sql_file_ships_in_the_package():
     assert sql_files and all(
         any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs) for f in sql_files
     ), sql_files
+
+
+def _help(monkeypatch, capsys) -> str:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--help"])
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_run_help_names_each_variable_and_default(monkeypatch, capsys):
+    text = _help(monkeypatch, capsys)
+    assert "[-h] [--video-id VIDEO_ID] [--bucket S3_BUCKET]" in text and text.count("[input]") == 1
+    for line in (
+        "input S3 key (with S3_BUCKET), s3://bucket/key URI, or a local file path [$VideoKey / $VIDEO_KEY]",
+        "--video-id VIDEO_ID positive integer id of the video (never derived from the key) [$video_id / $VIDEO_ID]",
+        "--bucket S3_BUCKET bucket of a bare S3 key [$S3_BUCKET]",
+        "--batch-size BATCH_SIZE frames per GPU batch [$ANALYZER_BATCH_SIZE; default 32]",
+        "--model-dir MODEL_DIR folder holding the model weights [$ANALYZER_MODEL_DIR; default weights]",
+        "--videos-id-column VIDEOS_ID_COLUMN [$VIDEOS_ID_COLUMN; default id]",
+        "--force re-analyse even if this input and model version already succeeded [$ANALYZER_FORCE]",
+        "--log-format LOG_FORMAT json: one object per line; text: readable; auto: text on a terminal "
+        "[$ANALYZER_LOG_FORMAT; default auto]",
+    ):
+        assert line in text, line
+    for s in settings.SPECS:
+        variables = " / ".join(f"${e}" for e in s.envs)
+        shown = f"[{variables}; default {s.default}]" if s.default not in (None, False) else f"[{variables}]"
+        assert shown in text, s.field
+    assert "default None" not in text and "default False" not in text
+
+
+EVERY_FLAG = {
+    "--video-id": ("3", 3),
+    "--bucket": (" bk ", "bk"),
+    "--s3-endpoint-url": (" http://s3.local:9000 ", "http://s3.local:9000"),
+    "--database-url": ("postgresql://u@h/db", "postgresql://u@h/db"),
+    "--job-id": (" j-1 ", "j-1"),
+    "--job-attempt": ("1", 1),
+    "--job-queue": ("q", "q"),
+    "--model-dir": ("/m", Path("/m")),
+    "--sample-fps": ("0", 0.0),
+    "--batch-size": ("1", 1),
+    "--detector": ("yunet", "yunet"),
+    "--classifier": ("insightface", "insightface"),
+    "--min-gender-score": ("100", 100.0),
+    "--device": ("cpu", "cpu"),
+    "--precision": ("fp16", "fp16"),
+    "--decoder": ("nvdec", "nvdec"),
+    "--max-pixels": ("2", 2),
+    "--max-duration": ("0.5", 0.5),
+    "--min-face-px": ("0", 0.0),
+    "--min-sharpness": ("12.5", 12.5),
+    "--gpu-memory-mb": ("1", 1),
+    "--host-buffer-mb": ("3", 3),
+    "--videos-table": ("media.clips", "media.clips"),
+    "--videos-id-column": ("clip_id", "clip_id"),
+    "--videos-key-column": ("object_key", "object_key"),
+    "--json": ("-", Path("-")),
+    "--contact-sheet": ("sheet.png", Path("sheet.png")),
+    "--lock-dir": ("/locks", Path("/locks")),
+    "--heartbeat-interval": ("1", 1.0),
+    "--log-format": ("json", "json"),
+}
+
+
+def _every_flag_argv() -> list[str]:
+    return ["videos/a.mp4", "--force"] + [part for flag, (raw, _) in EVERY_FLAG.items() for part in (flag, raw)]
+
+
+def test_every_flag_is_parsed_into_its_setting():
+    s = _resolve(_every_flag_argv(), {})
+    assert (s.video_key, s.force) == ("videos/a.mp4", True)
+    fields = {s.flag: s.field for s in settings.SPECS}
+    assert {flag: getattr(s, fields[flag]) for flag in EVERY_FLAG} == {
+        f: parsed for f, (_, parsed) in EVERY_FLAG.items()
+    }
+
+
+def test_a_flag_wins_and_the_environment_is_then_not_read():
+    env = {e: "\x00 not valid" for s in settings.SPECS for e in s.envs}
+    s = _resolve(_every_flag_argv(), env)
+    assert (s.video_key, s.video_id, s.batch_size, s.force) == ("videos/a.mp4", 3, 1, True)
+
+
+def test_every_variable_is_read_when_no_flag_is_given():
+    env = {
+        settings.spec(field).envs[-1]: raw
+        for field, raw in {
+            "video_key": "videos/b.mp4",
+            "video_id": "9",
+            "s3_bucket": "bk",
+            "batch_attempt": "4",
+            "sample_fps": "2.5",
+            "heartbeat_interval": "0.25",
+            "force": "on",
+            "log_format": "text",
+        }.items()
+    }
+    s = _resolve([], env)
+    assert (s.video_key, s.video_id, s.s3_bucket, s.batch_attempt) == ("videos/b.mp4", 9, "bk", 4)
+    assert (s.sample_fps, s.heartbeat_interval, s.force, s.log_format) == (2.5, 0.25, True, "text")
+    assert (s.batch_size, s.min_gender_score, s.json_path) == (32, settings.DEFAULT_MIN_GENDER_SCORE, None)
+
+
+def test_the_first_variable_of_a_setting_wins():
+    s = _resolve([], {"VideoKey": "first.mp4", "VIDEO_KEY": "second.mp4", "video_id": "1", "VIDEO_ID": "2"})
+    assert (s.video_key, s.video_id) == ("first.mp4", 1)
+
+
+def test_resolve_reads_the_process_environment_by_default(monkeypatch):
+    monkeypatch.setenv("VideoKey", "videos/env.mp4")
+    monkeypatch.setenv("video_id", "12")
+    monkeypatch.setenv("ANALYZER_BATCH_SIZE", "8")
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    s = settings.resolve(parser.parse_args([]))
+    assert (s.video_key, s.video_id, s.batch_size) == ("videos/env.mp4", 12, 8)
+    assert settings.resolve(parser.parse_args([]), {"VideoKey": "k", "video_id": "5"}).batch_size == 32
+
+
+@pytest.mark.parametrize(
+    "argv,env,message",
+    [
+        (["  ", "--video-id", "1"], {}, "invalid setting the input argument: must not be empty"),
+        ([], {"VIDEO_KEY": " ", "video_id": "1"}, "invalid setting VIDEO_KEY: must not be empty"),
+        (["k", "--batch-size", "0"], {"video_id": "1"}, "invalid setting --batch-size: must be at least 1, got 0"),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_HEARTBEAT_INTERVAL": "0"},
+            "invalid setting ANALYZER_HEARTBEAT_INTERVAL: must be greater than 0",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_HEARTBEAT_INTERVAL": "-1"},
+            "invalid setting ANALYZER_HEARTBEAT_INTERVAL: must be a finite number >= 0, got '-1'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_SAMPLE_FPS": "inf"},
+            "invalid setting ANALYZER_SAMPLE_FPS: must be a finite number >= 0, got 'inf'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_SAMPLE_FPS": "nan"},
+            "invalid setting ANALYZER_SAMPLE_FPS: must be a finite number >= 0, got 'nan'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_MIN_GENDER_SCORE": "100.5"},
+            "invalid setting ANALYZER_MIN_GENDER_SCORE: must be a percentage 0-100, got '100.5'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_MIN_GENDER_SCORE": "-0.1"},
+            "invalid setting ANALYZER_MIN_GENDER_SCORE: must be a percentage 0-100, got '-0.1'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_MIN_GENDER_SCORE": "nan"},
+            "invalid setting ANALYZER_MIN_GENDER_SCORE: must be a percentage 0-100, got 'nan'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "S3_ENDPOINT_URL": "ftp://s3.local"},
+            "invalid setting S3_ENDPOINT_URL: must be an http(s):// URL",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "S3_ENDPOINT_URL": "http://"},
+            "invalid setting S3_ENDPOINT_URL: must be an http(s):// URL",
+        ),
+        (
+            ["k", "--detector", "mtcnn"],
+            {"VIDEO_ID": "1"},
+            "invalid setting --detector: must be one of retinaface, yunet, got 'mtcnn'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_PRECISION": "FP16"},
+            "invalid setting ANALYZER_PRECISION: must be one of fp32, fp16, got 'FP16'",
+        ),
+        (
+            ["k"],
+            {"VIDEO_ID": "1", "ANALYZER_FORCE": "maybe"},
+            "invalid setting ANALYZER_FORCE: must be true or false, got 'maybe'",
+        ),
+        (["k"], {"VIDEO_ID": "1", "AWS_BATCH_JOB_ID": " "}, "invalid setting AWS_BATCH_JOB_ID: must not be empty"),
+        (
+            ["k"],
+            {},
+            "missing setting video_id / VIDEO_ID (positive integer id of the video (never derived from the key))",
+        ),
+        (
+            ["s3://bucket-only", "--video-id", "1"],
+            {},
+            "invalid setting VideoKey: s3 URI needs a bucket and a key: 's3://bucket-only'"
+            " (expected s3://bucket/key or a key)",
+        ),
+        (
+            ["a\tb.mp4", "--bucket", "bk", "--video-id", "1"],
+            {},
+            "invalid setting VideoKey: S3 key 'a\\tb.mp4' contains control characters"
+            " (expected s3://bucket/key or a key)",
+        ),
+    ],
+)
+def test_the_error_names_where_the_value_came_from(argv, env, message):
+    with pytest.raises(SettingsError) as info:
+        _resolve(argv, env)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "field,raw,parsed",
+    [
+        ("s3_endpoint_url", "https://s3.eu-west-1.amazonaws.com", "https://s3.eu-west-1.amazonaws.com"),
+        ("s3_endpoint_url", "http://127.0.0.1:8333", "http://127.0.0.1:8333"),
+        ("heartbeat_interval", "0.01", 0.01),
+        ("heartbeat_interval", "1", 1.0),
+        ("min_gender_score", "0", 0.0),
+        ("min_gender_score", "99.5", 99.5),
+        ("sample_fps", "0.5", 0.5),
+        ("precision", "fp32", "fp32"),
+        ("decoder", "opencv", "opencv"),
+        ("log_format", "auto", "auto"),
+    ],
+)
+def test_boundary_values_are_accepted(field, raw, parsed):
+    s = _resolve([], {"VideoKey": "k", "video_id": "1", settings.spec(field).envs[0]: raw})
+    assert getattr(s, field) == parsed
+
+
+def test_a_local_path_is_not_held_to_the_s3_key_rules():
+    long_path = "/" + "dir/" * 300 + "v.mp4"
+    assert _resolve([long_path, "--video-id", "1"], {}).video_key == long_path
+
+
+def test_resolve_one_can_require_any_setting_and_needs_no_flag_of_it():
+    with pytest.raises(SettingsError) as info:
+        settings.resolve_one(settings.spec("database_url"), argparse.Namespace(), {}, required=True)
+    assert str(info.value).startswith("missing setting DATABASE_URL (PostgreSQL URL;")
+    assert settings.resolve_one(settings.spec("database_url"), argparse.Namespace(), {}) is None
+    url = settings.resolve_one(
+        settings.spec("database_url"), argparse.Namespace(), {"DATABASE_URL": "postgresql://h/d"}
+    )
+    assert url == "postgresql://h/d"
+
+
+def test_spec_looks_a_setting_up_by_field_with_its_default():
+    assert (settings.spec("decoder").flag, settings.spec("decoder").default) == ("--decoder", "auto")
+    assert (settings.spec("video_id").envs, settings.spec("video_id").default) == (("video_id", "VIDEO_ID"), None)
+    assert settings.spec("sample_fps").default == 5.0
+    with pytest.raises(StopIteration):
+        settings.spec("no_such_setting")
+
+
+def test_a_choice_accepts_only_its_own_words():
+    parse = settings._choice("fp32", "fp16")
+    assert (parse("fp32"), parse("fp16")) == ("fp32", "fp16")
+    with pytest.raises(ValueError, match=r"^must be one of fp32, fp16, got 'fp64'$"):
+        parse("fp64")
