@@ -231,6 +231,32 @@ def test_missing_settings_fail_the_whole_invocation(stack, monkeypatch):
         dispatch.handler({"Records": []}, None)
 
 
+@pytest.fixture
+def configured(aws, monkeypatch):
+    monkeypatch.setenv("ANALYZER_JOB_QUEUE", "q")
+    monkeypatch.setenv("ANALYZER_JOB_DEFINITION", "d")
+
+
+@pytest.mark.parametrize("event", [["not", "a", "mapping"], {"Records": "x"}, {"Records": None}])
+def test_an_event_without_a_records_list_returns_the_whole_batch(configured, event):
+    with pytest.raises(dispatch.UnreportableRecords) as info:
+        dispatch.handler(event, None)
+    assert str(info.value) == "the event has no Records list"
+
+
+def test_an_event_without_records_fails_nothing(configured):
+    assert dispatch.handler({}, None) == {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize(("setting", "level"), [("warning", logging.WARNING), (None, logging.INFO)])
+def test_log_level_sets_the_level_of_the_analyzer_loggers(configured, monkeypatch, caplog, setting, level):
+    if setting is not None:
+        monkeypatch.setenv("LOG_LEVEL", setting)
+    caplog.set_level(logging.DEBUG, logger="analyzer")  # restored after the test
+    dispatch.handler({"Records": []}, None)
+    assert logging.getLogger("analyzer").level == level
+
+
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
