@@ -111,13 +111,9 @@ def job_env(job: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in job["container"]["environment"]}
 
 
-@pytest.fixture
-def stack(aws: str, render: ModuleType, monkeypatch: pytest.MonkeyPatch) -> BatchStack:
-    import boto3
-
-    iam = boto3.client("iam")
+def create_job_queue(iam: Any, batch: Any, render: ModuleType) -> None:
+    """The job queue (on an unmanaged compute environment) and the job definition, in moto."""
     role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    batch = boto3.client("batch")
     environment = batch.create_compute_environment(
         computeEnvironmentName="video-analyzer-g5", type="UNMANAGED", state="ENABLED", serviceRole=role
     )
@@ -129,6 +125,14 @@ def stack(aws: str, render: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Batc
     )
     template = (REPO / "deploy" / "batch" / "job-definition.json").read_text()
     batch.register_job_definition(**json.loads(render.fill(template, FILL)))
+
+
+@pytest.fixture
+def stack(aws: str, render: ModuleType, monkeypatch: pytest.MonkeyPatch) -> BatchStack:
+    import boto3
+
+    batch = boto3.client("batch")
+    create_job_queue(boto3.client("iam"), batch, render)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     sqs = boto3.client("sqs")

@@ -15,7 +15,7 @@ from analyzer.errors import InfrastructureError, InputRejected, SettingsError
 from analyzer.fleet import dispatch
 from analyzer.fleet.dispatch import DispatchResult, DispatchSettings, Request, StoredObject
 from tests.ship.conftest import BUCKET as DEFAULT_BUCKET
-from tests.ship.conftest import DEFINITION, FILL, QUEUE, REGION, REPO, _post
+from tests.ship.conftest import DEFINITION, QUEUE, REGION, _post, create_job_queue
 
 BUCKET = "uploads"
 ENV = {"ANALYZER_JOB_QUEUE": "q", "ANALYZER_JOB_DEFINITION": "d"}
@@ -521,19 +521,8 @@ def batch(moto_url, render):
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
-    role = boto3.client("iam", **options).create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")
     client = boto3.client("batch", **options)
-    environment = client.create_compute_environment(
-        computeEnvironmentName="video-analyzer-g5", type="UNMANAGED", state="ENABLED", serviceRole=role["Role"]["Arn"]
-    )
-    client.create_job_queue(
-        jobQueueName=QUEUE,
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
-    )
-    template = (REPO / "deploy" / "batch" / "job-definition.json").read_text()
-    client.register_job_definition(**json.loads(render.fill(template, FILL)))
+    create_job_queue(boto3.client("iam", **options), client, render)
     return client
 
 

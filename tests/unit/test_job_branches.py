@@ -34,6 +34,7 @@ from analyzer.job.runner import Job, application_name, file_lock, model_version
 from analyzer.settings import Settings
 from analyzer.source.inputs import head_input
 from analyzer.store.memory import MemoryDatabase, MemoryStore
+from tests.support.exits import Exits
 from tests.support.worker import expected_event, stepped_analysis
 
 VIDEO_ID = 42
@@ -537,27 +538,6 @@ def test_an_error_after_a_stop_is_an_interruption(video: Path, send, exc, raised
         assert str(caught.value) == f"stopped by signal ({exc})" and caught.value.__cause__ is exc
     row = database.analyses[VIDEO_ID]
     assert (row["status"], row["exit_code"], row["error"]) == ("interrupted", 143, error)
-
-
-class Exits(list):
-    """The codes ``os._exit`` was called with (here it returns instead of ending the process)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.called = threading.Event()
-        self.errors: list[threading.ExceptHookArgs] = []  # exceptions raised in the forced exit
-
-    def __call__(self, code: int) -> None:
-        self.append(code)
-        self.called.set()
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> Exits:
-    codes = Exits()
-    monkeypatch.setattr(os, "_exit", codes)
-    monkeypatch.setattr(threading, "excepthook", codes.errors.append)
-    return codes
 
 
 def forced_exit(database: MemoryDatabase, run_tmp: Path, send, exits: Exits, seen: dict):

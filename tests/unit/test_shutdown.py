@@ -6,7 +6,6 @@ is the one thing replaced, since it would end the test process."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -35,25 +34,6 @@ def watcher() -> Callable[[], threading.Thread]:
         return thread
 
     return current
-
-
-class Exits(list):
-    """The codes ``os._exit`` was called with (it returns instead of ending the process)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.called = threading.Event()
-
-    def __call__(self, code: int) -> None:
-        self.append(code)
-        self.called.set()
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> Exits:
-    codes = Exits()
-    monkeypatch.setattr(os, "_exit", codes)
-    return codes
 
 
 def until(predicate: Callable[[], object]) -> object:
