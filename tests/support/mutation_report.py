@@ -22,6 +22,7 @@ NO_TESTS = {5, 33}
 _UNLOCK = "closing the session frees the lock as well; the explicit unlock in close() is belt and braces"
 EQUIVALENT: dict[str, str] = {
     "analyzer.store.postgres.xǁStoreǁclose__mutmut_1": _UNLOCK,
+    "analyzer.store.postgres.xǁStoreǁclose__mutmut_2": _UNLOCK,
     "analyzer.store.postgres.xǁStoreǁclose__mutmut_3": _UNLOCK,
     "analyzer.store.postgres.xǁStoreǁclose__mutmut_6": _UNLOCK,
     "analyzer.store.postgres.xǁStoreǁclose__mutmut_7": _UNLOCK,
@@ -32,6 +33,7 @@ EQUIVALENT: dict[str, str] = {
     "analyzer.store.migrate.x_migrate__mutmut_52": "a broken connection is also closed; no closed one reaches migrate",
     "analyzer.store.db.x_connect__mutmut_21": "the server cuts application_name to 63 bytes itself",
     "analyzer.job.runner.xǁJobǁ__init____mutmut_9": "rmtree('', ignore_errors=True) does nothing, like skipping None",
+    "analyzer.job.runner.xǁJobǁ_lock__mutmut_2": "the loop assigns holder before anything reads it",
     "analyzer.job.runner.x__record_failure__mutmut_1": "the default of stopped; the one caller always passes it",
     "analyzer.job.runner.x__record_failure__mutmut_2": "the default of seconds; the one caller always passes it",
     "analyzer.job.runner.x__write_json__mutmut_29": "only the temp file's name changes; it is renamed into place",
