@@ -110,8 +110,9 @@ def test_the_default_forced_exit_only_exits(watcher, exits) -> None:
     with StopSignals(grace=0.01):
         signal.pthread_kill(watcher().ident, signal.SIGTERM)
         assert exits.called.wait(WAIT)
-    for thread in set(threading.enumerate()) - before:  # the grace timer ends once the exit returns
-        thread.join(WAIT)
+    for timer in set(threading.enumerate()) - before:  # the grace timer ends once the exit returns
+        if isinstance(timer, threading.Timer):
+            timer.join(WAIT)
     assert exits == [ExitCode.INTERRUPTED] and exits.errors == []  # on_force did nothing, and did not fail
 
 
