@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from analyzer.errors import ExitCode
 from analyzer.store.postgres import LOCK_NAMESPACE
 from tests.support import procs
+from tests.support.sql import query
 from tests.support.worker import expected_event
 
 pytestmark = pytest.mark.integration
@@ -52,22 +52,16 @@ def video(tmp_path: Path, media_dir: Path) -> Path:
     return path
 
 
-def _query(url: str, sql: str, *params) -> list[dict]:
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def _events(url: str, video_id: int = VIDEO_ID) -> list[tuple]:
     cols = ", ".join(EVENT_COLUMNS)
     return [
         tuple(r.values())
-        for r in _query(url, f"SELECT {cols} FROM events WHERE video_id = %s ORDER BY event_key", video_id)
+        for r in query(url, f"SELECT {cols} FROM events WHERE video_id = %s ORDER BY event_key", video_id)
     ]
 
 
 def _status(url: str, video_id: int = VIDEO_ID) -> dict | None:
-    rows = _query(url, "SELECT * FROM video_analyses WHERE video_id = %s", video_id)
+    rows = query(url, "SELECT * FROM video_analyses WHERE video_id = %s", video_id)
     return rows[0] if rows else None
 
 
@@ -136,7 +130,7 @@ def test_rerun_is_skipped_and_force_reanalyses(database_url, video):
     assert _status(database_url)["run_id"] == first["run_id"]
 
     # Rows changed since (by hand, or by an older model): the forced run must put its own values back.
-    _query(database_url, "UPDATE events SET age = 99, box_x = box_x + 1, gender_score = NULL, gender = NULL")
+    query(database_url, "UPDATE events SET age = 99, box_x = box_x + 1, gender_score = NULL, gender = NULL")
     forced = procs.run(_args(video, "--force"), env)
     assert forced.returncode == 0
     assert _status(database_url)["run_id"] != first["run_id"]
@@ -171,8 +165,8 @@ def test_sigkill_during_the_write_transaction_leaves_no_partial_rows(database_ur
     # An older run's row, locked by this test: the worker's upserts go through, then its
     # DELETE of stale rows waits on this row lock, in the middle of its write transaction.
     assert procs.run(_args(video), procs.worker_env(DATABASE_URL=database_url)).returncode == 0
-    _query(database_url, "DELETE FROM events WHERE video_id = %s", VIDEO_ID)
-    _query(
+    query(database_url, "DELETE FROM events WHERE video_id = %s", VIDEO_ID)
+    query(
         database_url,
         "INSERT INTO events (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y,"
         " box_w, box_h, det_score, face_count, model_version)"
@@ -183,7 +177,7 @@ def test_sigkill_during_the_write_transaction_leaves_no_partial_rows(database_ur
         blocker.execute("SELECT * FROM events WHERE event_key = 'old' FOR UPDATE")
         worker = procs.start(_args(video, "--force"), procs.worker_env(DATABASE_URL=database_url))
         procs.wait_for(
-            lambda: _query(
+            lambda: query(
                 database_url,
                 "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%DELETE FROM events%%'",
             ),
@@ -226,13 +220,13 @@ def test_terminated_lock_backend_means_no_write_and_retryable_exit(database_url,
     )
     worker = procs.start(_args(video), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
-    holder = _query(
+    holder = query(
         database_url,
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND granted",
         LOCK_NAMESPACE,
         VIDEO_ID,
     )[0]["pid"]
-    _query(database_url, "SELECT pg_terminate_backend(%s)", holder)
+    query(database_url, "SELECT pg_terminate_backend(%s)", holder)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == ExitCode.RETRYABLE, err
     assert _events(database_url) == []
@@ -251,13 +245,13 @@ def test_the_lock_stays_held_while_the_write_waits(database_url, video):
         procs.wait_for(_status_is(database_url, "running"), what="the run to start")
         blocker.execute("SELECT * FROM video_analyses WHERE video_id = %s FOR UPDATE", (VIDEO_ID,))
         [waiting] = procs.wait_for(
-            lambda: _query(
+            lambda: query(
                 database_url,
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR UPDATE%%'",
             ),
             what="the write to wait on the status row",
         )
-        holders = _query(
+        holders = query(
             database_url,
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s",
             LOCK_NAMESPACE,
@@ -274,8 +268,8 @@ def test_the_lock_stays_held_while_the_write_waits(database_url, video):
 
 @pytest.fixture
 def videos_table(database_url):
-    _query(database_url, "CREATE TABLE videos (id bigint PRIMARY KEY, s3_key text NOT NULL)")
-    _query(database_url, "INSERT INTO videos VALUES (84, 'videos/2025/12/29/1f0c_clip.mp4')")
+    query(database_url, "CREATE TABLE videos (id bigint PRIMARY KEY, s3_key text NOT NULL)")
+    query(database_url, "INSERT INTO videos VALUES (84, 'videos/2025/12/29/1f0c_clip.mp4')")
     return database_url
 
 
@@ -288,15 +282,15 @@ def test_video_key_mismatch_is_refused_and_nothing_written(videos_table, video, 
     assert result.returncode == ExitCode.VIDEO_MISMATCH, result.stderr
     errors = [line for line in _json_lines(result.stderr) if line["level"] == "ERROR"]
     assert len(errors) == 1 and "videos" in errors[0]["message"]
-    assert _query(videos_table, "SELECT count(*) AS n FROM events")[0]["n"] == 0
-    assert _query(videos_table, "SELECT count(*) AS n FROM video_analyses")[0]["n"] == 0
+    assert query(videos_table, "SELECT count(*) AS n FROM events")[0]["n"] == 0
+    assert query(videos_table, "SELECT count(*) AS n FROM video_analyses")[0]["n"] == 0
 
 
 def test_matching_videos_row_is_analysed(videos_table, tmp_path, media_dir):
     key = tmp_path / "videos/2025/12/29/1f0c_clip.mp4"
     key.parent.mkdir(parents=True)
     shutil.copy(media_dir / "short_hamilton_clip.mp4", key)
-    _query(videos_table, "UPDATE videos SET s3_key = %s WHERE id = 84", str(key))
+    query(videos_table, "UPDATE videos SET s3_key = %s WHERE id = 84", str(key))
     result = procs.run(["run", str(key), "--video-id", "84"], procs.worker_env(DATABASE_URL=videos_table))
     assert result.returncode == 0, result.stderr
     assert len(_events(videos_table, 84)) == 4

@@ -11,9 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from analyzer.analysis.control import Control
 from analyzer.errors import ExitCode, VideoMismatch
@@ -22,17 +20,12 @@ from analyzer.job.runner import Job, model_version
 from analyzer.settings import Settings
 from analyzer.source.inputs import head_input
 from analyzer.store.postgres import Store
+from tests.support.sql import query
 from tests.support.worker import stepped_analysis
 
 pytestmark = pytest.mark.integration
 
 VIDEO_ID = 42
-
-
-def _query(url: str, sql: str, *params: object) -> list[dict]:
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture
@@ -55,11 +48,11 @@ def test_a_run_on_a_new_database_makes_its_schema_names_its_session_and_beats(vi
 
     def watched(path: Path, s: Settings, control: Control) -> AnalysisResult:
         deadline = time.monotonic() + 5
-        while not _query(database_url, "SELECT 1 FROM video_analyses WHERE heartbeat_at > started_at"):
+        while not query(database_url, "SELECT 1 FROM video_analyses WHERE heartbeat_at > started_at"):
             assert time.monotonic() < deadline, "no heartbeat"
             control.check()
         seen["sessions"] = [
-            r["application_name"] for r in _query(database_url, "SELECT application_name FROM pg_stat_activity")
+            r["application_name"] for r in query(database_url, "SELECT application_name FROM pg_stat_activity")
         ]
         return stepped_analysis(path, s, control)
 
@@ -67,7 +60,7 @@ def test_a_run_on_a_new_database_makes_its_schema_names_its_session_and_beats(vi
     assert done.run() is ExitCode.OK and done.summary["outcome"] == "succeeded"
     name = f"analyzer:job=job-7:pid={os.getpid()}"
     assert name in seen["sessions"] and f"{name}:hb" in seen["sessions"]
-    [row] = _query(database_url, "SELECT * FROM video_analyses")
+    [row] = query(database_url, "SELECT * FROM video_analyses")
     assert (row["video_id"], row["status"], row["events"], row["batch_job_id"], row["batch_attempt"]) == (
         VIDEO_ID,
         "succeeded",
@@ -76,8 +69,8 @@ def test_a_run_on_a_new_database_makes_its_schema_names_its_session_and_beats(vi
         2,
     )
     assert row["input_fingerprint"] == head_input(str(video), None) and row["model_version"] == model_version(s)
-    assert len(_query(database_url, "SELECT * FROM events WHERE video_id = %s", VIDEO_ID)) == 4
-    assert not _query(database_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
+    assert len(query(database_url, "SELECT * FROM events WHERE video_id = %s", VIDEO_ID)) == 4
+    assert not query(database_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
     again = Job(s, analyze=stepped_analysis, store=None)
     assert again.run() is ExitCode.OK and again.summary == {"outcome": "already_done"}
 
@@ -94,12 +87,12 @@ def test_a_duplicate_names_the_session_that_holds_the_lock(video: Path, database
         holder.close()
     [record] = [r for r in caplog.records if getattr(r, "action", None) == "duplicate_skipped"]
     assert record.holder == "analyzer:job=first:pid=1"
-    assert not _query(database_url, "SELECT 1 FROM video_analyses")
+    assert not query(database_url, "SELECT 1 FROM video_analyses")
 
 
 def test_the_guard_reads_the_named_table_and_columns(video: Path, database_url: str) -> None:
-    _query(database_url, "CREATE TABLE clips (clip_id bigint PRIMARY KEY, path text, other text)")
-    _query(database_url, "INSERT INTO clips VALUES (%s, %s, 'elsewhere.mp4')", VIDEO_ID, str(video))
+    query(database_url, "CREATE TABLE clips (clip_id bigint PRIMARY KEY, path text, other text)")
+    query(database_url, "INSERT INTO clips VALUES (%s, %s, 'elsewhere.mp4')", VIDEO_ID, str(video))
     s = settings(video, database_url, videos_table="clips", videos_id_column="clip_id", videos_key_column="path")
     assert Job(s, analyze=stepped_analysis, store=None).run() is ExitCode.OK
     other = settings(video, database_url, videos_table="clips", videos_id_column="clip_id", videos_key_column="other")
@@ -137,5 +130,5 @@ def test_an_s3_input_is_downloaded_into_the_run_folder_and_removed(
     [path] = seen
     assert path.parent.parent == system_tmp and path.parent.name.startswith("analyzer-run-")
     assert list(system_tmp.iterdir()) == []
-    [row] = _query(database_url, "SELECT input_key, input_fingerprint FROM video_analyses")
+    [row] = query(database_url, "SELECT input_key, input_fingerprint FROM video_analyses")
     assert row == {"input_key": key, "input_fingerprint": f"etag:{etag}:size:{video.stat().st_size}"}

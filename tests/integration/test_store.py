@@ -20,6 +20,7 @@ from analyzer.events import Event
 from analyzer.store import db, postgres
 from analyzer.store.migrate import migrate
 from analyzer.store.postgres import LOCK_NAMESPACE, Store
+from tests.support.sql import query
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +48,8 @@ def event(key: str, start_ms: int = 0, **changes: object) -> Event:
     return replace(base, **changes)
 
 
-def _query(url: str, sql: str, *params: object) -> list[dict]:
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def _events(url: str) -> dict[str, dict]:
-    rows = _query(url, "SELECT * FROM events WHERE video_id = %s", VIDEO_ID)
+    rows = query(url, "SELECT * FROM events WHERE video_id = %s", VIDEO_ID)
     return {r["event_key"]: r for r in rows}
 
 
@@ -68,12 +63,12 @@ def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def _lock_free(url: str) -> bool:
-    rows = _query(url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", VIDEO_ID)
+    rows = query(url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", VIDEO_ID)
     return not rows
 
 
 def _status(url: str) -> dict:
-    return _query(url, "SELECT * FROM video_analyses WHERE video_id = %s", VIDEO_ID)[0]
+    return query(url, "SELECT * FROM video_analyses WHERE video_id = %s", VIDEO_ID)[0]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +88,7 @@ def database_url(migrated_url: str) -> Iterator[str]:
         'DROP TABLE IF EXISTS "Videos", videos',
         'DROP SCHEMA IF EXISTS "Media" CASCADE',
     ):
-        _query(migrated_url, statement)
+        query(migrated_url, statement)
 
 
 @pytest.fixture
@@ -224,7 +219,7 @@ def test_the_lock_is_per_video_and_names_its_holder(store, database_url):
 
 
 def _beat_age_s(url: str) -> float:
-    [row] = _query(url, "SELECT extract(epoch FROM now() - heartbeat_at)::float8 AS age FROM video_analyses")
+    [row] = query(url, "SELECT extract(epoch FROM now() - heartbeat_at)::float8 AS age FROM video_analyses")
     return row["age"]
 
 
@@ -233,9 +228,9 @@ def test_a_holder_is_silent_since_its_last_heartbeat_or_its_session_start(store,
     _begin(store)
     other = Store(database_url, "analyzer:other")
     try:
-        _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() + interval '1 hour'")
+        query(database_url, "UPDATE video_analyses SET heartbeat_at = now() + interval '1 hour'")
         assert other.lock_holder(VIDEO_ID)["silent_s"] < -3000  # the beat counts when it is the later
-        _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
+        query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
         assert 0 <= other.lock_holder(VIDEO_ID)["silent_s"] < 60  # else the session's start
     finally:
         other.close()
@@ -245,7 +240,7 @@ def test_a_beat_refreshes_only_the_current_runs_row(store, database_url):
     assert store.try_lock(VIDEO_ID)
     old = _begin(store)
     current = _begin(store)
-    _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
+    query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         store.heartbeat(VIDEO_ID, old, 1.0).beat(conn)  # a superseded run beats nothing
         assert _beat_age_s(database_url) > 3000
@@ -256,7 +251,7 @@ def test_a_beat_refreshes_only_the_current_runs_row(store, database_url):
 def test_the_heartbeat_thread_beats_until_stopped_and_never_holds_the_process(store, database_url, connections):
     assert store.try_lock(VIDEO_ID)
     run_id = _begin(store)
-    _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
+    query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '1 hour'")
     beat = store.heartbeat(VIDEO_ID, run_id, 0.02)
     assert beat.daemon and beat.name == "heartbeat" and beat.reason == "" and not beat.lost.is_set()
     beat.start()
@@ -273,7 +268,7 @@ def test_the_heartbeat_thread_loses_the_run_with_its_lock_session(store, databas
     assert store.try_lock(VIDEO_ID)
     beat = store.heartbeat(VIDEO_ID, _begin(store), 0.02)
     beat.start()
-    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
     assert beat.lost.wait(5)
     beat.join(5)
     assert not beat.is_alive()
@@ -304,7 +299,7 @@ def test_close_releases_the_lock_and_the_connection(store, database_url):
     assert store.try_lock(VIDEO_ID)
     store.close()
     assert store.conn.closed
-    rows = _query(
+    rows = query(
         database_url,
         "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
         LOCK_NAMESPACE,
@@ -341,7 +336,7 @@ def test_finish_run_goes_through_a_short_connection_when_the_lock_session_is_gon
 ):
     run_id = _begin(store)
     if how == "terminated":
-        _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+        query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
         with pytest.raises(InfrastructureError):
             store.get_analysis(VIDEO_ID)  # the session is gone: psycopg marks the connection broken
     else:
@@ -390,7 +385,7 @@ def test_interrupt_of_a_superseded_run_leaves_the_row_alone(store, database_url)
 
 def test_a_write_on_a_lost_session_is_retryable(store, database_url):
     run_id = _begin(store)
-    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
     with pytest.raises(InfrastructureError, match="^database error while writing events: ") as info:
         store.write_events(VIDEO_ID, run_id, [event("a")], "m1", 1, 1)
     assert info.value.exit_code is ExitCode.RETRYABLE and _events(database_url) == {}
@@ -398,8 +393,8 @@ def test_a_write_on_a_lost_session_is_retryable(store, database_url):
 
 @pytest.fixture
 def videos(database_url: str) -> str:
-    _query(database_url, 'CREATE TABLE "Videos" ("Id" bigint PRIMARY KEY, s3_key text NOT NULL)')
-    _query(database_url, """INSERT INTO "Videos" VALUES (%s, 'videos/a.mp4')""", VIDEO_ID)
+    query(database_url, 'CREATE TABLE "Videos" ("Id" bigint PRIMARY KEY, s3_key text NOT NULL)')
+    query(database_url, """INSERT INTO "Videos" VALUES (%s, 'videos/a.mp4')""", VIDEO_ID)
     return database_url
 
 
@@ -431,22 +426,22 @@ def test_the_videos_guard_without_its_table(store, videos):
 
 
 def test_the_videos_guard_reads_a_schema_qualified_table(store, database_url):
-    _query(database_url, 'CREATE SCHEMA "Media"')
-    _query(database_url, 'CREATE TABLE "Media"."Videos" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
-    _query(database_url, """INSERT INTO "Media"."Videos" VALUES (%s, 'videos/a.mp4')""", VIDEO_ID)
+    query(database_url, 'CREATE SCHEMA "Media"')
+    query(database_url, 'CREATE TABLE "Media"."Videos" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
+    query(database_url, """INSERT INTO "Media"."Videos" VALUES (%s, 'videos/a.mp4')""", VIDEO_ID)
     assert store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
     with pytest.raises(VideoMismatch):
         store.check_video_row("Media.Videos", "id", "s3_key", VIDEO_ID, "videos/b.mp4", required=True)
 
 
 def test_the_videos_guard_on_a_lost_session_is_retryable(store, videos):
-    _query(videos, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    query(videos, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
     with pytest.raises(InfrastructureError, match="^database error while reading Videos: "):
         store.check_video_row("Videos", "Id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
 
 
 def test_a_videos_table_the_guard_cannot_query_is_a_settings_error_with_the_reason(store, database_url):
-    _query(database_url, "CREATE TABLE videos (id text PRIMARY KEY, s3_key text NOT NULL)")  # id is text
+    query(database_url, "CREATE TABLE videos (id text PRIMARY KEY, s3_key text NOT NULL)")  # id is text
     with pytest.raises(SettingsError) as info:
         store.check_video_row("videos", "id", "s3_key", VIDEO_ID, "videos/a.mp4", required=True)
     assert re.fullmatch(
@@ -465,14 +460,14 @@ def test_stale_runs_lists_dead_interrupted_and_retryable_failures(store, databas
             store.finish_run(video_id, run_id, status, int(code or 75), error="x")
         elif status == "succeeded":
             store.write_events(video_id, run_id, [], "m", 0, 0)
-    _query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '10 minutes' WHERE video_id = 1")
+    query(database_url, "UPDATE video_analyses SET heartbeat_at = now() - interval '10 minutes' WHERE video_id = 1")
     found = postgres.stale_runs(store.conn, older_than_s=60)
     assert [r["input_key"] for r in found] == ["running-dead", "interrupted", "failed-75"]
     assert [r["input_key"] for r in postgres.stale_runs(store.conn, older_than_s=60, limit=1)] == ["running-dead"]
 
 
 def test_stale_runs_on_a_lost_connection_is_retryable(store, database_url):
-    _query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
+    query(database_url, "SELECT pg_terminate_backend(%s, 5000)", store.backend_pid)
     with pytest.raises(InfrastructureError, match="^database error while stale runs: "):
         postgres.stale_runs(store.conn, older_than_s=60)
 

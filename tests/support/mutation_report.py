@@ -65,8 +65,7 @@ EQUIVALENT: dict[str, str] = {
 # Not equivalent, and not killed here: analyzer.fleet.dispatch.xǁVideoLookupǁ__call____mutmut_9 and _12 drop
 # the lookup's connect_timeout (only a server that accepts and never answers shows it: 2 s a test at least);
 # analyzer.source.inputs.x__head_local__mutmut_7 changes the message of an unreadable local file, and the
-# tests run as root, which reads any file. analyzer.source.inputs.x__head_local__mutmut_7 changes the message
-# of an unreadable local file, and the tests run as root, which reads any file.
+# tests run as root, which reads any file.
 
 
 def results(root: Path) -> dict[str, dict[str, int | None]]:
