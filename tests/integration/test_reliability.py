@@ -23,11 +23,11 @@ from tests.integration.test_exactly_once import (
     _events,
     _json_lines,
     _lock_is_free,
-    _query,
     _status,
     _status_is,
 )
 from tests.support import procs
+from tests.support.sql import query
 from tests.support.worker import expected_event
 
 pytestmark = pytest.mark.integration
@@ -52,8 +52,8 @@ def _errors(stderr: str) -> list[dict]:
 
 def _written(url: str) -> tuple[int, int]:
     return (
-        _query(url, "SELECT count(*) AS n FROM events")[0]["n"],
-        _query(url, "SELECT count(*) AS n FROM video_analyses")[0]["n"],
+        query(url, "SELECT count(*) AS n FROM events")[0]["n"],
+        query(url, "SELECT count(*) AS n FROM video_analyses")[0]["n"],
     )
 
 
@@ -62,8 +62,8 @@ def _written(url: str) -> tuple[int, int]:
 
 @pytest.fixture
 def mixed_case_videos(database_url):
-    _query(database_url, 'CREATE TABLE "Videos" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
-    _query(database_url, 'INSERT INTO "Videos" VALUES (84, %s)', KEY)
+    query(database_url, 'CREATE TABLE "Videos" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
+    query(database_url, 'INSERT INTO "Videos" VALUES (84, %s)', KEY)
     return database_url
 
 
@@ -79,9 +79,9 @@ def test_mixed_case_table_is_checked_as_named(mixed_case_videos, video):
 
 
 def test_schema_qualified_mixed_case_table(database_url, video):
-    _query(database_url, 'CREATE SCHEMA "App"')
-    _query(database_url, 'CREATE TABLE "App"."Uploads" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
-    _query(database_url, 'INSERT INTO "App"."Uploads" VALUES (84, %s)', str(video))
+    query(database_url, 'CREATE SCHEMA "App"')
+    query(database_url, 'CREATE TABLE "App"."Uploads" (id bigint PRIMARY KEY, s3_key text NOT NULL)')
+    query(database_url, 'INSERT INTO "App"."Uploads" VALUES (84, %s)', str(video))
     ok = procs.run(_args(video, video_id=84), procs.worker_env(DATABASE_URL=database_url, VIDEOS_TABLE="App.Uploads"))
     assert ok.returncode == 0, ok.stderr
     refused = procs.run(
@@ -118,11 +118,11 @@ def test_default_table_absent_runs_without_the_guard_and_says_so(database_url, v
 
 
 def test_default_table_present_is_checked_and_says_so(database_url, video):
-    _query(database_url, "CREATE TABLE videos (id bigint PRIMARY KEY, s3_key text NOT NULL)")
-    _query(database_url, "INSERT INTO videos VALUES (%s, %s)", VIDEO_ID, KEY)
+    query(database_url, "CREATE TABLE videos (id bigint PRIMARY KEY, s3_key text NOT NULL)")
+    query(database_url, "INSERT INTO videos VALUES (%s, %s)", VIDEO_ID, KEY)
     result = procs.run(_args(video), procs.worker_env(DATABASE_URL=database_url))
     assert result.returncode == ExitCode.VIDEO_MISMATCH, result.stderr
-    _query(database_url, "UPDATE videos SET s3_key = %s", str(video))
+    query(database_url, "UPDATE videos SET s3_key = %s", str(video))
     result = procs.run(_args(video), procs.worker_env(DATABASE_URL=database_url))
     assert result.returncode == 0, result.stderr
     guard = [line for line in _json_lines(result.stderr) if line.get("action") == "videos_guard"]
@@ -133,7 +133,7 @@ def test_default_table_present_is_checked_and_says_so(database_url, video):
 
 
 def _blocked_on(url: str, statement: str) -> list[dict]:
-    return _query(
+    return query(
         url, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s", f"%{statement}%"
     )
 
@@ -173,7 +173,7 @@ def _hold_lock(url: str, application_name: str) -> psycopg.Connection:
 
 
 def _running_row(url: str, heartbeat_age_s: float) -> None:
-    _query(
+    query(
         url,
         "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version, heartbeat_at)"
         " VALUES (%s, gen_random_uuid(), 'running', 'k', 'm', now() - make_interval(secs => %s))",
