@@ -133,10 +133,11 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class S3Config:
-    """Client tuning: timeouts in seconds, attempts (botocore ``standard`` retries), transfer.
+    """Client tuning: timeouts in seconds, requests per call, transfer.
 
-    Objects of ``multipart_threshold`` bytes or more download as concurrent ranged GETs of
-    ``part_size`` bytes, ``max_concurrency`` at a time.
+    ``max_attempts`` counts the first request and botocore's ``standard`` retries. Objects of
+    ``multipart_threshold`` bytes or more download as concurrent ranged GETs of ``part_size``
+    bytes, ``max_concurrency`` at a time.
     """
 
     connect_timeout_s: float = 5.0
@@ -173,7 +174,7 @@ def make_s3_client(
         region_name=region or DEFAULT_REGION,
         connect_timeout=config.connect_timeout_s,
         read_timeout=config.read_timeout_s,
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},  # the first request counts
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
     return session.client("s3", endpoint_url=endpoint_url, config=botocore_config)

@@ -430,11 +430,11 @@ def test_the_client_carries_the_configured_timeouts_and_retries(monkeypatch: pyt
     config = client.meta.config
     assert (client.meta.endpoint_url, client.meta.region_name) == ("http://127.0.0.1:8333", "eu-west-2")
     assert (config.connect_timeout, config.read_timeout) == (1.5, 7.0)
-    assert config.retries == {"mode": "standard", "total_max_attempts": 4}  # botocore: 3 retries after the first
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}  # 3 requests: the first and 2 retries
     assert config.s3 == {"addressing_style": "path"}
     assert make_s3_client().meta.config.retries == {
         "mode": "standard",
-        "total_max_attempts": S3Config().max_attempts + 1,
+        "total_max_attempts": 5,
     }
 
 
