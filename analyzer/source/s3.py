@@ -6,7 +6,7 @@ code wherever it happens (``analyzer.errors``):
 
 - missing object or bucket -> ``InputNotFound`` (3; callers reading a setting may ask for
   ``SettingsError``), naming which of the two is missing;
-- refused -> ``AccessDenied`` (4);
+- refused -> ``AccessDenied`` (4); expired temporary credentials are retried instead (75);
 - a request S3 or botocore refuses as malformed: an invalid bucket name -> ``SettingsError`` (2),
   an invalid key (S3's 400 for ``../../etc/passwd``, a key too long) -> ``InputNotFound`` (3);
 - unreachable, timeouts, throttling, 5xx, and an object replaced while it was read (412, or
@@ -52,10 +52,11 @@ DENIED_CODES = frozenset(
         "AllAccessDisabled",
         "AccountProblem",
         "InvalidToken",
-        "ExpiredToken",
         "InvalidObjectState",
     }
 )
+# Temporary credentials (a role's) that ran out: the next attempt's are fresh, so retry.
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired"})
 CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
 # 400s that say nothing about the key: a retry (or botocore's own) can succeed.
 TRANSIENT_400_CODES = frozenset(
@@ -63,7 +64,6 @@ TRANSIENT_400_CODES = frozenset(
         "RequestTimeout",
         "IncompleteBody",
         "BadDigest",
-        "TokenRefreshRequired",
         "SlowDown",
         "Throttling",
         "ThrottlingException",
@@ -263,6 +263,8 @@ def _client_error(exc: Any, what: str, not_found: type[AnalyzerError]) -> Analyz
         return not_found(f"{what}: no such bucket{f' {bucket}' if bucket else ''} ({code})")
     if code in NOT_FOUND_CODES or status == 404:
         return not_found(f"{what}: no such object ({code})")
+    if code in EXPIRED_CODES:
+        return InfrastructureError(f"{what}: the AWS credentials expired ({code})")
     if code in DENIED_CODES or status == 403:
         return AccessDenied(f"{what}: access denied ({code})")
     if code in CHANGED_CODES or status == 412:
