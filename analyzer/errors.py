@@ -16,7 +16,7 @@ code  name                     retry?     meaning
 8     MODEL_WEIGHTS            no         model weights missing or corrupt (sha256)
 9     INTERNAL_ERROR           no         a bug: an unexpected exception
 75    RETRYABLE                yes        database/S3 unreachable, lock lost, CUDA OOM,
-                                          input changed while read
+                                          input changed while read, local disk full
 143   INTERRUPTED              no         stopped by SIGTERM (cancel, Spot reclaim)
 ====  =======================  =========  ==================================================
 

@@ -15,8 +15,10 @@ size it had when opened (a file that changes while it is hashed is retried: ``In
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from analyzer.source.s3 import (
 )
 
 logger = logging.getLogger(__name__)
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,8 @@ def fetch_input(
     (default: the system temp dir). An object that changes between the HEAD made here (or the
     ``fingerprint`` from an earlier ``head_input``) and the end of the download raises
     ``InfrastructureError`` (a retry sees the new one), so the bytes analysed are the ones the
-    fingerprint names. Local files are used in place, never deleted.
+    fingerprint names. So does a disk too small (checked before the transfer) or filling up during
+    it: another attempt may have room. Local files are used in place, never deleted.
     """
     ref = parse_input(video_key, bucket)
     if not ref.is_s3:
@@ -182,14 +186,28 @@ def _download(client: Any, ref: InputRef, head: InputHead, path: Path, config: S
         max_concurrency=config.max_concurrency,
         use_threads=True,
     )
+    _check_space(ref, path.parent, head.size)
     logger.info("input %s: downloading %d bytes", ref, head.size)
-    with s3_errors(f"input {ref}"):
-        client.download_file(ref.bucket, ref.key, str(path), Config=transfer)
+    try:
+        with s3_errors(f"input {ref}"):
+            client.download_file(ref.bucket, ref.key, str(path), Config=transfer)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise InfrastructureError(f"input {ref}: the local disk filled up during the download ({exc})") from exc
     after = stat_input(str(ref), None, client=client)
     _check_unchanged(after, head.fingerprint)
     size = path.stat().st_size
     if size != head.size:
         raise InfrastructureError(f"input {ref}: downloaded {size} bytes, expected {head.size}")
+
+
+def _check_space(ref: InputRef, folder: Path, size: int) -> None:
+    """A host whose disk cannot hold the input fails before the transfer, retryably (another
+    attempt may land on another host), rather than as a bug after gigabytes."""
+    free = shutil.disk_usage(folder).free
+    if free < size:
+        raise InfrastructureError(f"input {ref}: {size} bytes do not fit in the {free} bytes free in {folder}")
 
 
 def _head_local(ref: InputRef) -> InputHead:

@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -353,6 +355,44 @@ def test_a_download_of_the_wrong_size_is_refused(s3_env, uploaded: str, tmp_path
             pytest.fail("a download of the wrong size must not be analysed")
     assert str(info.value) == f"input s3://{s3_env.bucket}/{uploaded}: downloaded {size + 1} bytes, expected {size}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs), so a download can fill it up."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_input_too_big_for_the_disk_is_retryable_before_any_get(s3_env, small_disk: Path):
+    key = _upload_key()
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * (2 << 20))
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    gets = _recorder(client, "before-parameter-build.s3.GetObject")
+    with pytest.raises(InfrastructureError, match=r"2097152 bytes do not fit in the \d+ bytes free") as info:
+        with fetch_input(key, s3_env.bucket, None, small_disk, client=client):
+            pytest.fail("nothing fits")
+    assert info.value.exit_code is ExitCode.RETRYABLE and gets == [] and list(small_disk.iterdir()) == []
+
+
+def test_a_disk_that_fills_up_during_the_download_is_retryable(s3_env, uploaded: str, small_disk: Path):
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+
+    def fill_the_disk(**_):  # another process takes the space after the check
+        with (small_disk / "filler").open("wb") as filler:
+            filler.write(b"x" * (small_disk.stat().st_blksize * 200))
+
+    client.meta.events.register("before-call.s3.GetObject", fill_the_disk)
+    with pytest.raises(InfrastructureError, match="the local disk filled up during the download") as info:
+        with fetch_input(uploaded, s3_env.bucket, None, small_disk, client=client):
+            pytest.fail("a partial download must not be analysed")
+    assert info.value.exit_code is ExitCode.RETRYABLE
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]
 
 
 def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env):
