@@ -61,12 +61,15 @@ class InputRef:
 
 @dataclass(frozen=True)
 class InputHead:
-    """What a HEAD learned: the fingerprint and size, plus the ETag to pin the download to."""
+    """What a HEAD learned: the fingerprint and the size in bytes.
+
+    The download is pinned to the same object by s3transfer's own HEAD and ``IfMatch`` on ranged
+    GETs, and checked against this fingerprint afterwards (``fetch_input``).
+    """
 
     ref: InputRef
     fingerprint: str
     size: int
-    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def stat_input(
     config: S3Config | None = None,
     client: Any | None = None,
 ) -> InputHead:
-    """Like ``head_input``, with the size and ETag too."""
+    """Like ``head_input``, with the location and the size too."""
     ref = parse_input(video_key, bucket)
     if not ref.is_s3:
         return _head_local(ref)
@@ -124,7 +127,7 @@ def stat_input(
     reply = head_object(client, ref.bucket, ref.key, f"input {ref}")
     etag = str(reply["ETag"]).strip('"')
     size = int(reply["ContentLength"])
-    return InputHead(ref=ref, fingerprint=f"etag:{etag}:size:{size}", size=size, etag=etag)
+    return InputHead(ref=ref, fingerprint=f"etag:{etag}:size:{size}", size=size)
 
 
 @contextmanager
