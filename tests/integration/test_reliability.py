@@ -10,7 +10,10 @@ import hashlib
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -172,6 +175,26 @@ def _hold_lock(url: str, application_name: str) -> psycopg.Connection:
     return conn
 
 
+@contextmanager
+def _beating(url: str, every_s: float) -> Iterator[None]:
+    """A live holder's heartbeats, for as long as the block runs (however slow the worker starts)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("UPDATE video_analyses SET heartbeat_at = now()")
+                stop.wait(every_s)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join(5)
+
+
 def _running_row(url: str, heartbeat_age_s: float) -> None:
     query(
         url,
@@ -199,9 +222,8 @@ def test_duplicate_of_a_beating_holder_exits_0(database_url, video):
     env = procs.worker_env(DATABASE_URL=database_url, ANALYZER_HEARTBEAT_INTERVAL="0.2")
     assert procs.run(["migrate"], env, module="analyzer.cli").returncode == 0
     _running_row(database_url, 3600)
-    with _hold_lock(database_url, "analyzer:job=live-job:pid=1") as holder:
-        time.sleep(1.5)
-        holder.execute("UPDATE video_analyses SET heartbeat_at = now()")
+    with _hold_lock(database_url, "analyzer:job=live-job:pid=1"), _beating(database_url, every_s=0.1):
+        time.sleep(1.5)  # the session is older than the stale limit: only the beats keep it alive
         result = procs.run(_args(video), env)
     assert result.returncode == 0, result.stderr
     assert "duplicate_skipped" in [line.get("action") for line in _json_lines(result.stderr)]
@@ -282,9 +304,11 @@ def test_timed_out_run_is_found_by_the_stale_search(database_url, video, block, 
     worker = procs.start(_args(video), env)
     procs.wait_for(_status_is(database_url, "running"), what="the run to start")
     time.sleep(0.5)
-    worker.send_signal(signal.SIGTERM)  # Batch's timeout: SIGTERM, then SIGKILL (30 s later there; 1 s here)
+    # Batch's timeout: SIGTERM, then SIGKILL 30 s later; here before the worker's own forced exit
+    # (STOP_GRACE) when it is stuck, and only if it has not stopped by itself in time otherwise.
+    worker.send_signal(signal.SIGTERM)
     try:
-        worker.wait(1)
+        worker.wait(1 if status == "running" else 10)
     except subprocess.TimeoutExpired:
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
