@@ -366,13 +366,24 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_an_input_too_big_for_the_disk_is_retryable_before_any_get(s3_env, small_disk: Path):
     key = _upload_key()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * (2 << 20))
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * ((1 << 20) + 1))
     client = make_s3_client(s3_env.endpoint_url, FAST)
     gets = _recorder(client, "before-parameter-build.s3.GetObject")
-    with pytest.raises(InfrastructureError, match=r"2097152 bytes do not fit in the \d+ bytes free") as info:
+    with pytest.raises(InfrastructureError) as info:
         with fetch_input(key, s3_env.bucket, None, small_disk, client=client):
             pytest.fail("nothing fits")
+    assert str(info.value) == (
+        f"input s3://{s3_env.bucket}/{key}: 1048577 bytes do not fit in the 1048576 bytes free in {small_disk}"
+    )
     assert info.value.exit_code is ExitCode.RETRYABLE and gets == [] and list(small_disk.iterdir()) == []
+
+
+def test_an_input_the_size_of_the_free_space_downloads(s3_env, small_disk: Path):
+    key = _upload_key()
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * (1 << 20))
+    client = make_s3_client(s3_env.endpoint_url, FAST)
+    with fetch_input(key, s3_env.bucket, None, small_disk, client=client) as local:
+        assert local.path.stat().st_size == local.size == 1 << 20
 
 
 def test_a_disk_that_fills_up_during_the_download_is_retryable(s3_env, uploaded: str, small_disk: Path):
