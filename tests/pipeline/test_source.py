@@ -42,6 +42,19 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def client(s3_env):
+    """A client of its own (tests register event hooks on it) that gives up fast."""
+    return make_s3_client(s3_env.endpoint_url, FAST)
+
+
+def _put(s3_env, body: bytes) -> str:
+    """A new object holding ``body``; its key."""
+    key = _upload_key()
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=body)
+    return key
+
+
+@pytest.fixture
 def uploaded(s3_env, hamilton_video: Path) -> str:
     key = _upload_key()
     s3_env.upload(hamilton_video, key)
@@ -116,22 +129,8 @@ def test_temp_file_removed_when_the_block_fails(s3_env, uploaded: str, tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_large_object_downloads_in_concurrent_ranged_parts(s3_env, tmp_path: Path):
-    source = tmp_path / "big.bin"
-    source.write_bytes(os.urandom(13 * 1024 * 1024))
-    key = _upload_key()
-    s3_env.upload(source, key)
-    config = S3Config(multipart_threshold=5 * 1024 * 1024, part_size=5 * 1024 * 1024, max_concurrency=4)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with fetch_input(key, s3_env.bucket, s3_env.endpoint_url, workdir, config=config) as local:
-        assert _md5(local.path) == _md5(source)
-        assert local.size == source.stat().st_size
-
-
 def test_zero_byte_object_is_let_through(s3_env, tmp_path: Path):
-    key = _upload_key()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"")
+    key = _put(s3_env, b"")
     with fetch_input(key, s3_env.bucket, s3_env.endpoint_url, tmp_path) as local:
         assert local.size == 0 and local.path.stat().st_size == 0
         assert local.fingerprint.endswith(":size:0")
@@ -163,13 +162,12 @@ def test_missing_key_and_bucket_are_input_not_found_and_say_which(s3_env, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_object_replaced_during_download_is_retryable(s3_env, tmp_path: Path):
+def test_object_replaced_during_download_is_retryable(s3_env, tmp_path: Path, client):
     """s3transfer's ranged GETs carry IfMatch: a replaced object fails them (S3DownloadFailedError)."""
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(12 * 1024 * 1024))
     key = _upload_key()
     s3_env.upload(source, key)
-    client = make_s3_client(s3_env.endpoint_url, FAST)
     replaced = threading.Event()
 
     def replace_after_first_part(params, **_):
@@ -272,12 +270,13 @@ def _recorder(client, event: str) -> list[tuple[str, dict]]:
     return calls
 
 
-def test_large_object_is_fetched_in_parts_of_the_configured_size_on_worker_threads(s3_env, tmp_path: Path, caplog):
+def test_large_object_is_fetched_in_parts_of_the_configured_size_on_worker_threads(
+    s3_env, tmp_path: Path, caplog, client
+):
     source = tmp_path / "six.bin"
     source.write_bytes(os.urandom(6 * 1024 * 1024))
     key = _upload_key()
     s3_env.upload(source, key)
-    client = make_s3_client(s3_env.endpoint_url, FAST)
     gets = _recorder(client, "before-parameter-build.s3.GetObject")
     mib = 1024 * 1024
     config = S3Config(multipart_threshold=5 * mib, part_size=2 * mib, max_concurrency=2)
@@ -286,6 +285,7 @@ def test_large_object_is_fetched_in_parts_of_the_configured_size_on_worker_threa
     with caplog.at_level("INFO", logger="analyzer.source.inputs"):
         with fetch_input(key, s3_env.bucket, None, workdir, config=config, client=client) as local:
             assert local.path.read_bytes() == source.read_bytes()
+            assert local.size == source.stat().st_size
     assert sorted(params["Range"] for _, params in gets) == [
         f"bytes=0-{2 * mib - 1}",
         f"bytes={2 * mib}-{4 * mib - 1}",
@@ -296,16 +296,14 @@ def test_large_object_is_fetched_in_parts_of_the_configured_size_on_worker_threa
     assert f"input s3://{s3_env.bucket}/{key}: downloading {6 * mib} bytes" in caplog.messages
 
 
-def test_object_below_the_threshold_is_one_plain_get(s3_env, uploaded: str, tmp_path: Path):
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_object_below_the_threshold_is_one_plain_get(s3_env, uploaded: str, tmp_path: Path, client):
     gets = _recorder(client, "before-parameter-build.s3.GetObject")
     with fetch_input(uploaded, s3_env.bucket, None, tmp_path, client=client):
         pass
     assert len(gets) == 1 and "Range" not in gets[0][1]
 
 
-def test_object_deleted_before_the_download_names_the_input(s3_env, uploaded: str, tmp_path: Path):
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_object_deleted_before_the_download_names_the_input(s3_env, uploaded: str, tmp_path: Path, client):
     client.meta.events.register(
         "before-parameter-build.s3.GetObject",
         lambda **_: s3_env.client().delete_object(Bucket=s3_env.bucket, Key=uploaded),
@@ -317,10 +315,8 @@ def test_object_deleted_before_the_download_names_the_input(s3_env, uploaded: st
     assert list(tmp_path.iterdir()) == []
 
 
-def test_object_replaced_right_after_the_download_is_refused(s3_env, tmp_path: Path):
-    key = _upload_key()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"first upload")
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_object_replaced_right_after_the_download_is_refused(s3_env, tmp_path: Path, client):
+    key = _put(s3_env, b"first upload")
     client.meta.events.register(
         "after-call.s3.GetObject",
         lambda **_: s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"second upload"),
@@ -331,8 +327,7 @@ def test_object_replaced_right_after_the_download_is_refused(s3_env, tmp_path: P
     assert info.value.exit_code is ExitCode.RETRYABLE and list(tmp_path.iterdir()) == []
 
 
-def test_a_download_of_the_wrong_size_is_refused(s3_env, uploaded: str, tmp_path: Path):
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_a_download_of_the_wrong_size_is_refused(s3_env, uploaded: str, tmp_path: Path, client):
     heads = _recorder(client, "before-parameter-build.s3.HeadObject")
 
     def grow_the_part_file(**_):
@@ -364,10 +359,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", str(folder)], check=True)
 
 
-def test_an_input_too_big_for_the_disk_is_retryable_before_any_get(s3_env, small_disk: Path):
-    key = _upload_key()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * ((1 << 20) + 1))
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_an_input_too_big_for_the_disk_is_retryable_before_any_get(s3_env, small_disk: Path, client):
+    key = _put(s3_env, b"x" * ((1 << 20) + 1))
     gets = _recorder(client, "before-parameter-build.s3.GetObject")
     with pytest.raises(InfrastructureError) as info:
         with fetch_input(key, s3_env.bucket, None, small_disk, client=client):
@@ -378,16 +371,13 @@ def test_an_input_too_big_for_the_disk_is_retryable_before_any_get(s3_env, small
     assert info.value.exit_code is ExitCode.RETRYABLE and gets == [] and list(small_disk.iterdir()) == []
 
 
-def test_an_input_the_size_of_the_free_space_downloads(s3_env, small_disk: Path):
-    key = _upload_key()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * (1 << 20))
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_an_input_the_size_of_the_free_space_downloads(s3_env, small_disk: Path, client):
+    key = _put(s3_env, b"x" * (1 << 20))
     with fetch_input(key, s3_env.bucket, None, small_disk, client=client) as local:
         assert local.path.stat().st_size == local.size == 1 << 20
 
 
-def test_a_disk_that_fills_up_during_the_download_is_retryable(s3_env, uploaded: str, small_disk: Path):
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_a_disk_that_fills_up_during_the_download_is_retryable(s3_env, uploaded: str, small_disk: Path, client):
 
     def fill_the_disk(**_):  # another process takes the space after the check
         with (small_disk / "filler").open("wb") as filler:
@@ -401,8 +391,7 @@ def test_a_disk_that_fills_up_during_the_download_is_retryable(s3_env, uploaded:
     assert [p.name for p in small_disk.iterdir()] == ["filler"]
 
 
-def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env):
-    client = make_s3_client(s3_env.endpoint_url, FAST)
+def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env, client):
     gets = _recorder(client, "before-parameter-build.s3.GetObject")
     what = f"manifest s3://{s3_env.bucket}/missing.csv"
     with pytest.raises(SettingsError, match="^manifest s3://.*/missing.csv: no such object \\(NoSuchKey\\)$"):
@@ -410,9 +399,8 @@ def test_a_missing_object_is_asked_again_with_a_one_byte_get(s3_env):
     assert [params["Range"] for _, params in gets] == ["bytes=0-0"]
 
 
-def test_an_object_that_appears_between_head_and_get_is_retried(s3_env):
+def test_an_object_that_appears_between_head_and_get_is_retried(s3_env, client):
     key = _upload_key()
-    client = make_s3_client(s3_env.endpoint_url, FAST)
 
     def upload_now(**_) -> None:  # a before-call handler's return value would replace the response
         s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"late upload")
