@@ -60,6 +60,15 @@ def job(database: MemoryDatabase, s: Settings, analyze=stepped_analysis) -> Job:
     return Job(s, analyze=analyze, store=lambda _settings, name: MemoryStore(database, name))
 
 
+def failing(exc: Exception) -> Callable[[Path, Settings, Control], AnalysisResult]:
+    """An analysis step that raises ``exc``."""
+
+    def analyze(path: Path, s: Settings, control: Control) -> AnalysisResult:
+        raise exc
+
+    return analyze
+
+
 def test_a_run_writes_its_events_once_and_the_next_is_already_done(video: Path) -> None:
     database = MemoryDatabase()
     first = job(database, settings(video))
@@ -124,12 +133,8 @@ def test_the_videos_guard_refuses_another_video(video: Path) -> None:
 
 def test_a_failed_analysis_is_recorded_with_its_exit_code(video: Path) -> None:
     database = MemoryDatabase()
-
-    def broken(path: Path, s: Settings, control: object) -> AnalysisResult:
-        raise VideoMismatch("stand-in for any analyzer error")
-
     with pytest.raises(VideoMismatch):
-        job(database, settings(video), analyze=broken).run()
+        job(database, settings(video), analyze=failing(VideoMismatch("stand-in for any analyzer error"))).run()
     row = database.analyses[VIDEO_ID]
     assert row["status"] == "failed" and row["exit_code"] == ExitCode.VIDEO_MISMATCH
 
@@ -152,12 +157,8 @@ def test_a_new_model_or_input_is_analysed_again(video: Path, change: str) -> Non
 
 def test_a_bug_in_the_analysis_is_recorded_as_an_internal_error(video: Path) -> None:
     database = MemoryDatabase()
-
-    def buggy(path: Path, s: Settings, control: object) -> AnalysisResult:
-        raise ZeroDivisionError("division by zero")
-
     with pytest.raises(ZeroDivisionError):
-        job(database, settings(video), analyze=buggy).run()
+        job(database, settings(video), analyze=failing(ZeroDivisionError("division by zero"))).run()
     row = database.analyses[VIDEO_ID]
     assert (row["status"], row["exit_code"]) == ("failed", ExitCode.INTERNAL_ERROR)
     assert row["error"].startswith("internal error: ZeroDivisionError: division by zero (after ")
@@ -404,12 +405,8 @@ def test_already_done_names_the_run_that_did_it(video: Path, caplog) -> None:
 
 def test_a_failed_run_is_analysed_again(video: Path) -> None:
     database = MemoryDatabase()
-
-    def broken(path: Path, s: Settings, control: Control) -> AnalysisResult:
-        raise InputRejected("too long")
-
     with pytest.raises(InputRejected):
-        job(database, settings(video), analyze=broken).run()
+        job(database, settings(video), analyze=failing(InputRejected("too long"))).run()
     again = job(database, settings(video))
     assert again.run() is ExitCode.OK and again.summary["outcome"] == "succeeded"
 
@@ -474,13 +471,11 @@ def test_a_failure_that_cannot_be_recorded_is_logged_and_the_error_kept(video: P
         def finish_run(self, *args: object, **kwargs: object) -> None:
             raise InfrastructureError("database unreachable")
 
-    def rejected(path: Path, s: Settings, control: Control) -> AnalysisResult:
-        raise InputRejected("too long: 7 h")
-
     database = MemoryDatabase()
-    failing = Job(settings(video), analyze=rejected, store=lambda _s, name: Unreachable(database, name))
+    rejected = failing(InputRejected("too long: 7 h"))
+    unrecorded = Job(settings(video), analyze=rejected, store=lambda _s, name: Unreachable(database, name))
     with pytest.raises(InputRejected):
-        failing.run()
+        unrecorded.run()
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == "video 42: could not record the failed status: database unreachable"
     assert database.analyses[VIDEO_ID]["status"] == "running" and not database.locks
