@@ -56,8 +56,9 @@ def settings(video: Path, **overrides: object) -> Settings:
     return Settings(video_key=str(video), video_id=VIDEO_ID, **{"lock_dir": video.parent, **overrides})
 
 
-def job(database: MemoryDatabase, s: Settings, analyze=stepped_analysis) -> Job:
-    return Job(s, analyze=analyze, store=lambda _settings, name: MemoryStore(database, name))
+def job(database: MemoryDatabase, s: Settings, analyze=stepped_analysis, store: type[MemoryStore] = MemoryStore) -> Job:
+    """A job on ``database``, each of its sessions a ``store`` (a MemoryStore that misbehaves)."""
+    return Job(s, analyze=analyze, store=lambda _settings, name: store(database, name))
 
 
 def failing(exc: Exception) -> Callable[[Path, Settings, Control], AnalysisResult]:
@@ -385,7 +386,7 @@ def test_a_holder_that_finishes_between_the_two_queries_frees_the_lock(video: Pa
             holder.close()
             return super().lock_holder(video_id)
 
-    racing = Job(settings(video), analyze=stepped_analysis, store=lambda _s, name: Racing(database, name))
+    racing = job(database, settings(video), store=Racing)
     assert racing.run() is ExitCode.OK and racing.summary["outcome"] == "succeeded"
     assert database.analyses[VIDEO_ID]["status"] == "succeeded"
 
@@ -420,7 +421,7 @@ def test_an_input_changed_after_its_fingerprint_is_retried_not_analysed(video: P
             return super().begin_run(video_id, **kwargs)
 
     with pytest.raises(InfrastructureError, match="changed") as caught:
-        Job(settings(video), analyze=stepped_analysis, store=lambda _s, name: Reuploaded(database, name)).run()
+        job(database, settings(video), store=Reuploaded).run()
     assert caught.value.exit_code is ExitCode.RETRYABLE
     assert (database.analyses[VIDEO_ID]["status"], database.analyses[VIDEO_ID]["exit_code"]) == ("failed", 75)
     assert VIDEO_ID not in database.events
@@ -472,10 +473,8 @@ def test_a_failure_that_cannot_be_recorded_is_logged_and_the_error_kept(video: P
             raise InfrastructureError("database unreachable")
 
     database = MemoryDatabase()
-    rejected = failing(InputRejected("too long: 7 h"))
-    unrecorded = Job(settings(video), analyze=rejected, store=lambda _s, name: Unreachable(database, name))
     with pytest.raises(InputRejected):
-        unrecorded.run()
+        job(database, settings(video), analyze=failing(InputRejected("too long: 7 h")), store=Unreachable).run()
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == "video 42: could not record the failed status: database unreachable"
     assert database.analyses[VIDEO_ID]["status"] == "running" and not database.locks
@@ -572,7 +571,7 @@ def test_a_forced_exit_during_a_blocked_write_marks_the_run_interrupted(video: P
             raise LockLost("the forced exit ended the lock session")
 
     with pytest.raises(Interrupted, match=r"^stopped by signal \(the forced exit ended the lock session\)$"):
-        Job(settings(video), analyze=stepped_analysis, store=lambda _s, name: Blocked(database, name)).run()
+        job(database, settings(video), store=Blocked).run()
     assert exits == [ExitCode.INTERRUPTED] and exits.errors == []
     assert (seen["row"]["status"], seen["row"]["exit_code"]) == ("interrupted", 143)
     assert seen["row"]["error"].startswith("stopped by signal: forced exit after the grace period")
@@ -586,7 +585,7 @@ def test_a_forced_exit_that_cannot_mark_the_run_says_so(video: Path, run_tmp: Pa
     database, seen = MemoryDatabase(), {}
     stuck = forced_exit(database, run_tmp, send, exits, seen)
     with pytest.raises(Interrupted):
-        Job(settings(video), analyze=stuck, store=lambda _s, name: Unreachable(database, name)).run()
+        job(database, settings(video), analyze=stuck, store=Unreachable).run()
     assert exits == [ExitCode.INTERRUPTED] and seen["tmp"] == [] and seen["row"]["status"] == "running"
     assert "video 42: could not mark the run interrupted: database unreachable" in [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
