@@ -56,6 +56,12 @@ def _post(url: str, payload: dict[str, Any] | None = None) -> None:
         pass
 
 
+def reset_moto(url: str) -> None:
+    """Moto's state emptied, its Batch set to run no containers."""
+    _post(f"{url}/moto-api/reset")
+    _post(f"{url}/moto-api/config", {"batch": {"use_docker": False}})
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
@@ -72,8 +78,7 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh moto state, and the environment that points boto3 (and S3_ENDPOINT_URL) at it."""
-    _post(f"{moto_url}/moto-api/reset")
-    _post(f"{moto_url}/moto-api/config", {"batch": {"use_docker": False}})
+    reset_moto(moto_url)
     for name in list(os.environ):
         if name.startswith(("AWS_", "VIDEOS_")) or name in CLEARED:
             monkeypatch.delenv(name)

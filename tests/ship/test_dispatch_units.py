@@ -15,7 +15,7 @@ from analyzer.errors import InfrastructureError, InputRejected, SettingsError
 from analyzer.fleet import dispatch
 from analyzer.fleet.dispatch import DispatchResult, DispatchSettings, Request, StoredObject
 from tests.ship.conftest import BUCKET as DEFAULT_BUCKET
-from tests.ship.conftest import DEFINITION, QUEUE, REGION, _post, create_job_queue
+from tests.ship.conftest import DEFINITION, QUEUE, REGION, create_job_queue, job_env, reset_moto
 
 BUCKET = "uploads"
 ENV = {"ANALYZER_JOB_QUEUE": "q", "ANALYZER_JOB_DEFINITION": "d"}
@@ -513,8 +513,7 @@ def batch(moto_url, render):
     """A job queue and definition in moto for this module's tests (jobs accumulate)."""
     import boto3
 
-    _post(f"{moto_url}/moto-api/reset")
-    _post(f"{moto_url}/moto-api/config", {"batch": {"use_docker": False}})
+    reset_moto(moto_url)
     options = {
         "endpoint_url": moto_url,
         "region_name": REGION,
@@ -528,7 +527,7 @@ def batch(moto_url, render):
 
 def job_environment(batch, job_id: str) -> dict[str, str | None]:
     [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
-    env = {item["name"]: item["value"] for item in job["container"]["environment"]}
+    env = job_env(job)
     return {"jobName": job["jobName"], **{name: env.get(name) for name in ("VideoKey", "video_id", "S3_BUCKET")}}
 
 
