@@ -191,18 +191,13 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     return [(getattr(r, "action", None), r.getMessage()) for r in caplog.records if r.name == RUNNER_LOG]
 
 
-def watchers() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "signals"}
-
-
 @pytest.fixture
-def send() -> Callable[..., threading.Thread]:
+def send(watcher: Callable[[], threading.Thread]) -> Callable[..., threading.Thread]:
     """Sends the running job's signal watcher signals (as Batch's SIGTERM would reach it); with
     ``control``, waits until the run sees the stop, as the analysis does between batches."""
-    before = watchers()
 
     def send(*signums: int, control: Control | None = None) -> threading.Thread:
-        [thread] = watchers() - before
+        thread = watcher()
         for signum in signums:
             signal.pthread_kill(thread.ident, signum)
         deadline = time.monotonic() + 5

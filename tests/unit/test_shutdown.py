@@ -8,41 +8,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
 from analyzer.errors import ExitCode, Interrupted
 from analyzer.job import shutdown
 from analyzer.job.shutdown import StopSignals
+from tests.support import procs
 
 WAIT = 5.0  # seconds a test waits for the watcher thread before failing
-
-
-def watchers() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "signals"}
-
-
-@pytest.fixture
-def watcher() -> Callable[[], threading.Thread]:
-    """The watcher thread of the ``StopSignals`` entered during the test."""
-    before = watchers()
-
-    def current() -> threading.Thread:
-        [thread] = watchers() - before
-        return thread
-
-    return current
-
-
-def until(predicate: Callable[[], object]) -> object:
-    """``predicate()`` once it is true (the watcher thread acts asynchronously); fails after WAIT."""
-    deadline = time.monotonic() + WAIT
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        threading.Event().wait(0.001)
-    return value
 
 
 def blocked() -> set[int]:
@@ -64,8 +38,10 @@ def test_a_signal_sets_stop_and_check_raises_interrupted(watcher, caplog, signum
     with StopSignals(grace=60) as signals:
         signal.pthread_kill(watcher().ident, signum)
         assert signals.stop.wait(WAIT)
-        [timer] = until(
-            lambda: [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t not in before]
+        [timer] = procs.wait_for(
+            lambda: [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t not in before],
+            WAIT,
+            "the grace timer",
         )
         assert timer.daemon  # the grace never keeps the process alive
         with pytest.raises(Interrupted, match="^stopped by signal; nothing written$") as caught:
