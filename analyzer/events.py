@@ -48,3 +48,5 @@ class AnalysisResult:
     frames: int = 0  # sampled frames analysed
     faces: int = 0  # face detections over all sampled frames
     stats: dict[str, Any] = field(default_factory=dict)  # decode/throughput figures for the summary line
+    # event_key -> its faces (analyzer.analysis.pooling.AppearanceFaces), for evaluation; never stored
+    appearances: dict[str, Any] = field(default_factory=dict)

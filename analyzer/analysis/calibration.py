@@ -25,12 +25,13 @@ time), ``analyzer evaluate`` (a labelled folder) and the tests use the same arit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 __all__ = [
     "AgeCalibration",
+    "AgeCorrection",
     "AGE_CALIBRATIONS",
     "sigmoid",
     "wilson_lower",
@@ -94,6 +95,39 @@ class AgeCalibration:
         mean, std = age_moments(self.soften(probs), classes)
         low, high = self.bounds(mean, std)
         return np.floor(mean + 0.5).astype(np.int64), low, high
+
+
+@dataclass(frozen=True)
+class AgeCorrection:
+    """How an age distribution becomes an age and a range, in whole years.
+
+    temperature: the distribution is softened to ``p ** (1 / temperature)`` before its expectation.
+    knots, ages: the monotone correction, piecewise linear: expectation ``knots[i]`` reads as age
+        ``ages[i]`` (both increasing; constant beyond the ends).
+    range_knots, below, above: the range is ``[age - below(age), age + above(age)]``, each
+        half-width piecewise linear over the corrected age at ``range_knots``.
+    coverage: the share of ages per bin the range was fitted to hold.
+    """
+
+    temperature: float
+    knots: tuple[float, ...]
+    ages: tuple[float, ...]
+    range_knots: tuple[float, ...]
+    below: tuple[float, ...]
+    above: tuple[float, ...]
+    coverage: float = 0.8
+
+    def corrected(self, expectation: np.ndarray) -> np.ndarray:
+        """Corrected ages (years, float) of softened expectations."""
+        return np.interp(expectation, self.knots, self.ages)
+
+    def estimate(self, probs: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(age, low, high) whole-year arrays of (n, C) distributions over ages ``classes``."""
+        softened = AgeCalibration(self.temperature, 0.0, 0.0).soften(probs)
+        age = self.corrected(softened @ np.asarray(classes, dtype=np.float64))
+        low = np.maximum(np.floor(age - np.interp(age, self.range_knots, self.below)), 0.0)
+        high = np.ceil(age + np.interp(age, self.range_knots, self.above))
+        return np.floor(age + 0.5).astype(np.int64), low.astype(np.int64), high.astype(np.int64)
 
 
 def _scale(mean: np.ndarray, std: np.ndarray, offset: float) -> np.ndarray:
@@ -326,3 +360,176 @@ def fit_age_interval(
     if best is None:
         raise ValueError("no range reaches the coverage (empty or degenerate input)")
     return best[1]
+
+
+# -- fitting the pooling's constants on permissive data (scripts/fit_pooling.py) --
+
+FULL_DETAIL_FACE_PX = 112.0  # px; the aligned crop's size: larger faces add no detail
+FULL_DETAIL_SHARPNESS = 100.0  # variance of Laplacian at which a crop looks clearly sharp
+SLOPE_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2, for the quality temperature
+RHO_GRID = tuple(round(0.01 * i, 2) for i in range(101))  # 0 .. 1
+CORRECTION_TEMPERATURES = (1.0, 1.3, 1.6, 2.0)  # age softening tried under the monotone correction
+CORRECTION_QUANTILES = tuple(i / 12 for i in range(13))  # knots of the correction: expectation quantiles
+RANGE_KNOTS = (0.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)  # corrected ages (years)
+RANGE_KERNEL = 10.0  # years; half-width of the triangular kernel of the range's local quantiles
+IMPUTED_AGES = 5  # a face labelled by a bin stands for this many ages spread evenly over the bin
+RANGE_STEP = 0.5  # years added per widening step where a bin's coverage falls short
+
+
+def quality_halvings(face_px: np.ndarray, sharpness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(size, blur) halvings of each face below full detail: log2(FULL / x), 0 at or above full."""
+    small = np.log2(np.maximum(FULL_DETAIL_FACE_PX / np.maximum(np.asarray(face_px, np.float64), 1.0), 1.0))
+    blurred = np.log2(np.maximum(FULL_DETAIL_SHARPNESS / np.maximum(np.asarray(sharpness, np.float64), 1e-3), 1.0))
+    return small, blurred
+
+
+def _fit_scale(x: np.ndarray, is_male: np.ndarray) -> tuple[float, float]:
+    """(beta, nll): the least-log-loss scale of ``sigmoid(beta * x)`` (Newton's method; the loss is
+    convex in beta) and its mean negative log-likelihood."""
+    signed = np.where(is_male, x, -x)
+    beta = 0.5
+    for _ in range(20):
+        p = sigmoid(-beta * signed)  # the probability given to the wrong answer
+        gradient = float(np.mean(-signed * p))
+        hessian = float(np.mean(signed**2 * p * (1.0 - p))) + 1e-12
+        step = gradient / hessian
+        beta = max(beta - step, 1e-3)
+        if abs(step) < 1e-7:
+            break
+    return beta, float(np.mean(np.logaddexp(0.0, -beta * signed)))
+
+
+def fit_quality_temperature(
+    logits: np.ndarray, is_male: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray
+) -> tuple[float, float, float]:
+    """(T, size_slope, blur_slope) of least negative log-likelihood for
+    ``sigmoid(logits / (T * (1 + size_slope * size + blur_slope * blur)))``, the halvings of
+    ``quality_halvings``; slopes over SLOPE_GRID, T (3 significant digits) the best for each pair."""
+    logits = np.asarray(logits, dtype=np.float64)
+    is_male = np.asarray(is_male, dtype=bool)
+    small, blurred = quality_halvings(face_px, sharpness)
+    best = (math.inf, 1.0, 0.0, 0.0)
+    for a in SLOPE_GRID:
+        for b in SLOPE_GRID:
+            beta, nll = _fit_scale(logits / (1.0 + a * small + b * blurred), is_male)
+            best = min(best, (round(nll, 9), 1.0 / beta, a, b))
+    return float(f"{best[1]:.3g}"), best[2], best[3]
+
+
+def fit_rho(appearances: list[tuple[np.ndarray, np.ndarray]], is_male: np.ndarray) -> float:
+    """The correlation ``rho`` in RHO_GRID of least negative log-likelihood of appearances pooled
+    as ``mean_w(z) * n / (1 + (n - 1) * rho)`` (n: Kish count of w).
+
+    appearances: (z, w) per appearance: its faces' log-odds of male after their quality and weights.
+    """
+    means = np.array([float(np.sum(w * z) / np.sum(w)) for z, w in appearances])
+    counts = np.array([float(np.sum(w)) ** 2 / float(np.sum(np.square(w))) for _, w in appearances])
+    is_male = np.asarray(is_male, dtype=bool)
+    scored = [(round(_nll(means * counts / (1.0 + (counts - 1.0) * rho), is_male, 1.0), 9), rho) for rho in RHO_GRID]
+    return min(scored)[1]
+
+
+def isotonic(values: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of ``values`` in their order (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in np.asarray(values, dtype=np.float64):
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return np.concatenate([np.full(int(count), total / count) for total, count in blocks])
+
+
+def _interval_distance(age: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Years from each age to its label's interval [low, high + 1) (0 inside)."""
+    return np.maximum(low - age, 0.0) + np.maximum(age - (high + 1.0), 0.0)
+
+
+def _correction(expectation: np.ndarray, target: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Knots (expectation quantiles) and their isotonic-fitted ages, strictly increasing knots."""
+    order = np.argsort(expectation, kind="stable")
+    fitted = isotonic(target[order])
+    knots = np.unique(np.round(np.quantile(expectation, CORRECTION_QUANTILES), 2))
+    ages = np.maximum.accumulate(np.interp(knots, expectation[order], fitted))
+    return tuple(float(k) for k in knots), tuple(round(float(a), 2) for a in ages)
+
+
+def _imputed(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(n, IMPUTED_AGES) ages spread evenly over each label's interval [low, high + 1)."""
+    steps = (np.arange(IMPUTED_AGES) + 0.5) / IMPUTED_AGES
+    return low[:, None] + (high - low + 1.0)[:, None] * steps[None, :]
+
+
+def _local_quantile(centre: np.ndarray, values: np.ndarray, knot: float, share: float) -> float:
+    """Weighted quantile of ``values`` (n, m) with triangular weights by each row's ``centre``."""
+    weights = np.clip(1.0 - np.abs(centre - knot) / RANGE_KERNEL, 0.0, None)
+    if weights.sum() == 0:
+        weights = np.exp(-np.abs(centre - knot))  # no face near this knot: the nearest ones speak
+    flat, flat_w = values.reshape(-1), np.repeat(weights, values.shape[1])
+    order = np.argsort(flat, kind="stable")
+    cumulative = np.cumsum(flat_w[order]) / flat_w.sum()
+    return float(flat[order][min(np.searchsorted(cumulative, share), len(flat) - 1)])
+
+
+def _bin_coverage(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> dict:
+    low = np.maximum(np.floor(age - np.interp(age, correction.range_knots, correction.below)), 0.0)
+    high = np.ceil(age + np.interp(age, correction.range_knots, correction.above))
+    inside = (truth >= low[:, None]) & (truth < high[:, None] + 1.0)
+    return {g: float(inside[groups == g].mean()) for g in np.unique(groups)}
+
+
+def fit_age_correction(
+    probs: np.ndarray, low: np.ndarray, high: np.ndarray, classes: np.ndarray, coverage: float = AGE_FIT_COVERAGE
+) -> AgeCorrection:
+    """The age correction and range of least error, fitted on faces labelled by age intervals.
+
+    probs: (n, C) age distributions over ``classes``; low, high: (n,) each face's label as whole
+    years (an exact age has low == high; a bin its first and last year). For each softening
+    temperature in CORRECTION_TEMPERATURES the expectation is mapped onto the labels' midpoints
+    by isotonic regression (read at CORRECTION_QUANTILES of the expectation); the temperature
+    whose corrected ages lie nearest their labels' intervals wins. The range's half-widths at
+    RANGE_KNOTS are local quantiles of the label minus the corrected age (a bin label stands for
+    IMPUTED_AGES ages spread over it), then widened step by step where a label's coverage falls
+    short of ``coverage``, so that it holds in every label group, not only overall.
+    """
+    low = np.asarray(low, dtype=np.float64)
+    high = np.asarray(high, dtype=np.float64)
+    target = (low + high + 1.0) / 2.0
+    best: tuple[float, float, tuple[float, ...], tuple[float, ...]] | None = None
+    for temperature in CORRECTION_TEMPERATURES:
+        softened = AgeCalibration(temperature, 0.0, 0.0).soften(probs)
+        expectation = softened @ np.asarray(classes, dtype=np.float64)
+        knots, ages = _correction(expectation, target)
+        error = float(np.mean(_interval_distance(np.interp(expectation, knots, ages), low, high)))
+        if best is None or error < best[0]:
+            best = (error, temperature, knots, ages)
+    assert best is not None
+    _, temperature, knots, ages = best
+    expectation = AgeCalibration(temperature, 0.0, 0.0).soften(probs) @ np.asarray(classes, dtype=np.float64)
+    age = np.interp(expectation, knots, ages)
+    truth = _imputed(low, high)
+    residual = truth - age[:, None]
+    tail = (1.0 - coverage) / 2.0
+    below = [max(0.0, -_local_quantile(age, residual, k, tail)) for k in RANGE_KNOTS]
+    above = [max(0.0, _local_quantile(age, residual, k, 1.0 - tail)) for k in RANGE_KNOTS]
+    correction = AgeCorrection(temperature, knots, ages, RANGE_KNOTS, tuple(below), tuple(above), coverage)
+    groups = np.array([f"{a:g}-{b:g}" for a, b in zip(low, high)])
+    for _ in range(1000):
+        shares = _bin_coverage(correction, age, truth, groups)
+        short = [g for g, share in shares.items() if share < coverage]
+        if not short:
+            break
+        worst = min(short, key=lambda g: shares[g])
+        rows = groups == worst
+        knot = int(np.argmin(np.abs(np.asarray(RANGE_KNOTS) - np.median(age[rows]))))
+        older = float(np.mean(residual[rows] > 0)) >= 0.5  # the label lies mostly above the age read
+        widths = list(correction.above if older else correction.below)
+        widths[knot] += RANGE_STEP
+        side = {"above": tuple(widths)} if older else {"below": tuple(widths)}
+        correction = replace(correction, **side)
+    return replace(
+        correction,
+        below=tuple(round(b, 2) for b in correction.below),
+        above=tuple(round(a, 2) for a in correction.above),
+    )

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from analyzer.analysis.calibration import AGE_CALIBRATIONS
 from analyzer.analysis.contact_sheet import write_contact_sheet
 from analyzer.analysis.control import Control
+from analyzer.analysis.pooling import POOLINGS
 from analyzer.analysis.progress import Progress
 from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
 from analyzer.errors import InfrastructureError, UndecodableVideo, model_errors
@@ -108,7 +108,7 @@ def tracker_settings(settings: Settings) -> TrackerSettings:
     base = TrackerSettings(
         min_face_px=settings.min_face_px,
         min_gender_score=settings.min_gender_score,
-        age_calibration=AGE_CALIBRATIONS[settings.classifier],
+        pooling=POOLINGS[settings.classifier],
     )
     return base if settings.min_sharpness is None else replace(base, min_sharpness=settings.min_sharpness)
 
@@ -192,7 +192,9 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
         write_contact_sheet(settings.contact_sheet, events, tracker.thumbnails, title=str(settings.video_key))
     wall = time.monotonic() - started
     stats = _summary(batcher, faces_model, info.duration_ms, wall) | clock.rounded()
-    return AnalysisResult(events=events, frames=batcher.stats.sampled, faces=faces, stats=stats)
+    return AnalysisResult(
+        events=events, frames=batcher.stats.sampled, faces=faces, stats=stats, appearances=tracker.appearances
+    )
 
 
 def _track(

@@ -23,30 +23,10 @@ three cuts at 0.24-0.51; hence 0.7 (a strong flash of light may split an appeara
 two, which is better than merging two people). The pipeline must pass every sampled frame, whether or
 not a contact sheet is wanted, so that the Events never depend on that choice.
 
-Judging an appearance:
-
-- A face is *judgeable* when ``face_px >= min_face_px`` and ``sharpness >= min_sharpness``.
-  Only judgeable faces vote on gender and give an age; with none, ``gender``,
-  ``gender_score``, ``age``, ``age_low`` and ``age_high`` are all ``None`` (never 0, never a
-  guess).
-- Each judgeable face weighs ``face_weight``: detector score x size (saturating at 112 px) x
-  sharpness (saturating at 100) x a frontal-pose measure from its landmarks (1 when the nose
-  lies midway between the eyes, falling to 0 when it lies level with an eye, i.e. a profile;
-  floored at MIN_POSE_WEIGHT so that an all-profile appearance still gets an answer).
-- Gender: the weighted **mean** of the faces' calibrated log-odds of male
-  (``gender_logit / T``, see analyzer.analysis.calibration) gives p; ``gender_score = 100 *
-  max(p, 1 - p)``. A mean, not a sum: the faces of one appearance are the same person in nearly
-  the same light and pose, so their errors are far from independent, and a sum would grow more
-  confident with every sampled frame (ten frames of a face at 70 % would read 99.98 %). The
-  mean is never more confident than the faces are on average, and faces that disagree pull it
-  towards 50. ``gender`` and ``gender_score`` are ``None`` when the score is below
-  ``min_gender_score`` (ANALYZER_MIN_GENDER_SCORE), so a stored score is always over 50.
-- Age: the weighted mean of the faces' age distributions, softened by the classifier's age
-  temperature (``AgeCalibration``); ``age`` is its expectation (rounded half up),
-  ``age_low``-``age_high`` the calibrated range around it, fitted so that the true age lies
-  inside for 80 % of the evaluation set's held-out faces (see analyzer.analysis.calibration).
-- Best face: judgeable faces first, then the highest ``face_weight``, then the earliest. Its
-  time, box and detector score go into the Event.
+Judging an appearance (which faces count, their weights, the pooled gender, score, age and range)
+is analyzer.analysis.pooling's: this module keeps each appearance's faces and hands them over.
+Best face: judgeable faces first, then the highest ``face_weight``, then the earliest. Its time,
+box and detector score go into the Event.
 
 Default thresholds, measured on aligned 112x112 grey crops with ``cv2.Laplacian(grey,
 cv2.CV_64F).var()`` (3x3 aperture): sharp photo faces 90-1950; faces 40-100 px wide in
@@ -75,7 +55,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from analyzer.analysis.calibration import AGE_CALIBRATIONS, AgeCalibration, sigmoid
+from analyzer.analysis.pooling import FEMALE, MALE, POOLINGS, AppearanceFaces, Pooling, face_weight, judge
 from analyzer.errors import SettingsError
 from analyzer.events import Event
 from analyzer.settings import DEFAULT_MIN_FACE_PX, DEFAULT_MIN_GENDER_SCORE
@@ -84,9 +64,6 @@ from models.cydral import AGE_CLASSES
 __all__ = ["FEMALE", "MALE", "FrameFaces", "Tracker", "TrackerSettings"]
 
 log = logging.getLogger(__name__)
-
-MALE = "male"
-FEMALE = "female"
 
 DEFAULT_MAX_GAP_MS = 1000  # ms a track may go without a face
 DEFAULT_MIN_FACES = 2  # faces an appearance needs to become an Event
@@ -99,13 +76,7 @@ DEFAULT_SCENE_CUT_CORRELATION = 0.7  # histogram correlation below which a frame
 
 CENTRE_JITTER_SIDES = 0.25  # face sides of detector jitter always allowed
 MAX_SHIFT_SIDES = 3.0  # face sides; no match strays further from the prediction
-MIN_POSE_WEIGHT = 0.1  # weight factor of a profile face (frontal measure 0)
-# Highest gender_score stored: the temperature is fitted on some 640 faces, which cannot show a
-# probability nearer certainty than about 1 in 1000, so "100 %" would claim more than is known.
-MAX_GENDER_SCORE = 99.9
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity measurement (exponential average)
-FULL_DETAIL_FACE_PX = 112.0  # px; the aligned crop's size: larger faces add no detail
-FULL_DETAIL_SHARPNESS = 100.0  # variance of Laplacian at which a crop looks clearly sharp
 
 SIGNATURE_WIDTH_PX = 160  # px; frames are subsampled to about this width before their histogram
 SIGNATURE_BINS = (18, 16)  # hue, saturation bins of the scene-cut histogram
@@ -128,7 +99,7 @@ class TrackerSettings:
     min_sharpness: float = DEFAULT_MIN_SHARPNESS
     scene_cut_correlation: float = DEFAULT_SCENE_CUT_CORRELATION  # 0 turns cut detection off
     min_gender_score: float = DEFAULT_MIN_GENDER_SCORE  # percent; below it gender is None
-    age_calibration: AgeCalibration = AGE_CALIBRATIONS["cydral"]
+    pooling: Pooling = POOLINGS["cydral"]  # how an appearance's faces are judged together
 
     def __post_init__(self) -> None:
         checks = {
@@ -267,6 +238,7 @@ class Tracker:
         self.faces = 0  # faces seen
         self.scene_cuts = 0  # scene cuts that ended the open tracks
         self.thumbnails: dict[str, np.ndarray] = {}  # filled by finish()
+        self.appearances: dict[str, AppearanceFaces] = {}  # event_key -> its faces; filled by finish()
         self._open: list[_Track] = []
         self._closed: list[_Track] = []
         self._next_id = 0
@@ -318,7 +290,10 @@ class Tracker:
         used: set[str] = set()
         for track in kept:
             key = _unique(_event_key(track), used)
-            events.append(_event_from_track(track, key, self.settings, self.frame_width, self.frame_height))
+            self.appearances[key] = _faces_of(track, self.settings)
+            events.append(
+                _event_from_track(track, key, self.appearances[key], self.settings, self.frame_width, self.frame_height)
+            )
             if track.thumbnail is not None:
                 self.thumbnails[key] = track.thumbnail
         log.debug(
@@ -485,63 +460,6 @@ def is_judgeable(
     return (face_px >= settings.min_face_px) & (sharpness >= settings.min_sharpness)
 
 
-def frontal_pose(landmarks: np.ndarray) -> np.ndarray:
-    """(k,) 0-1 frontal measure of (k, 5, 2) landmarks: 1 when the nose projects midway between
-    the eyes along the eye line, 0 when it projects level with an eye or beyond (a profile).
-    Faces with unknown (NaN) landmarks or eyes on one point count as frontal (1)."""
-    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
-    left, right, nose = landmarks[:, 0], landmarks[:, 1], landmarks[:, 2]
-    axis = right - left
-    half = np.linalg.norm(axis, axis=1) / 2.0
-    offset = np.abs(np.sum((nose - (left + right) / 2.0) * axis, axis=1)) / np.where(half > 0, 2.0 * half, 1.0)
-    frontal = np.clip(1.0 - offset / np.where(half > 0, half, 1.0), 0.0, 1.0)
-    return np.where(np.isfinite(frontal) & (half > 0), frontal, 1.0)
-
-
-def face_weight(det_score: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(k,) weight of each face in its appearance's gender and age: detector score x size x
-    sharpness (each saturating, see the module docstring) x frontal pose (floored)."""
-    size = np.clip(np.asarray(face_px, dtype=np.float64) / FULL_DETAIL_FACE_PX, 0.0, 1.0)
-    sharp = np.clip(np.asarray(sharpness, dtype=np.float64) / FULL_DETAIL_SHARPNESS, 0.0, 1.0)
-    pose = np.maximum(frontal_pose(landmarks), MIN_POSE_WEIGHT)
-    return np.asarray(det_score, dtype=np.float64) * size * sharp * pose
-
-
-def combine_gender(logits: np.ndarray, weights: np.ndarray, min_score: float = 0.0) -> tuple[str | None, float | None]:
-    """(gender, gender_score percent) of an appearance, or (None, None).
-
-    logits: (k,) calibrated log-odds of male of its judgeable faces; weights: (k,) face weights.
-    The weighted mean log-odds gives p; the score is 100 * max(p, 1 - p), rounded to 0.1, at
-    most MAX_GENDER_SCORE. No
-    faces, a score of 50 (no lean either way) or one below ``min_score`` give (None, None).
-    """
-    total = float(np.sum(weights))
-    if len(logits) == 0 or total <= 0:
-        return None, None
-    p_male = float(sigmoid(float(np.sum(weights * logits)) / total))
-    score = min(round(100.0 * max(p_male, 1.0 - p_male), 1), MAX_GENDER_SCORE)
-    if score <= 50.0 or score < min_score:
-        return None, None
-    return (MALE if p_male > 0.5 else FEMALE), score
-
-
-def combine_age(
-    age_probs: np.ndarray, weights: np.ndarray, calibration: AgeCalibration
-) -> tuple[int | None, int | None, int | None]:
-    """(age, age_low, age_high) in whole years of an appearance, or three Nones.
-
-    age_probs: (k, len(AGE_CLASSES)) distributions of its judgeable faces; weights: (k,).
-    The weighted mean distribution, through ``calibration``: its softened expectation rounded
-    half up, and the calibrated range around it.
-    """
-    total = float(np.sum(weights))
-    if len(age_probs) == 0 or total <= 0:
-        return None, None, None
-    mixture = (weights[:, None] * age_probs).sum(axis=0) / total
-    age, low, high = calibration.estimate(mixture[None], np.asarray(AGE_CLASSES))
-    return int(age[0]), int(low[0]), int(high[0])
-
-
 def clip_box(box: np.ndarray, frame_width: int, frame_height: int) -> tuple[int, int, int, int]:
     """x1y1x2y2 float box -> (x, y, w, h) ints covering it, inside the frame, w and h >= 1."""
     x1 = min(max(math.floor(box[0]), 0), frame_width - 1)
@@ -551,16 +469,30 @@ def clip_box(box: np.ndarray, frame_width: int, frame_height: int) -> tuple[int,
     return x1, y1, x2 - x1, y2 - y1
 
 
+def _faces_of(track: _Track, settings: TrackerSettings) -> AppearanceFaces:
+    face_px, sharpness = np.asarray(track.face_px), np.asarray(track.sharpness)
+    return AppearanceFaces(
+        times_ms=np.asarray(track.times, dtype=np.int64),
+        boxes=np.stack(track.boxes),
+        gender_logit=np.asarray(track.gender_logit),
+        age_probs=np.asarray(track.age_probs).reshape(len(track.times), -1),
+        face_px=face_px,
+        sharpness=sharpness,
+        weights=np.asarray(track.weights),
+        judgeable=np.asarray(is_judgeable(face_px, sharpness, settings), dtype=bool),
+    )
+
+
 def _event_from_track(
-    track: _Track, event_key: str, settings: TrackerSettings, frame_width: int, frame_height: int
+    track: _Track,
+    event_key: str,
+    faces: AppearanceFaces,
+    settings: TrackerSettings,
+    frame_width: int,
+    frame_height: int,
 ) -> Event:
     """One appearance -> its Event (times of first, last and best face; gender; age and range)."""
-    judge = is_judgeable(np.asarray(track.face_px), np.asarray(track.sharpness), settings)
-    weights = np.asarray(track.weights)[judge]
-    gender, gender_score = combine_gender(np.asarray(track.gender_logit)[judge], weights, settings.min_gender_score)
-    age, age_low, age_high = combine_age(
-        np.asarray(track.age_probs).reshape(len(track.times), -1)[judge], weights, settings.age_calibration
-    )
+    gender, gender_score, age, age_low, age_high = judge(settings.pooling, faces, settings.min_gender_score)
     best = track.best_index
     x, y, w, h = clip_box(track.boxes[best], frame_width, frame_height)
     return Event(

@@ -6,9 +6,10 @@ detector finds nothing is tried once more, scaled up 2x inside a border; if stil
 found it is a *miss*: counted and reported, and excluded from every other figure
 (``accuracy_with_misses`` counts misses as wrong answers).
 
-``fit`` fits the calibration constants (gender temperature, least gender score, age temperature
-and range) on one set of faces; ``report`` measures one classifier with given constants;
-``markdown`` and ``write_charts`` present one or more reports side by side.
+``fit`` fits the per-face calibration constants (gender temperature and its growth for small and
+blurred faces, least gender score, age correction and range) on one set of faces; ``report``
+measures one classifier with given constants; ``markdown`` and ``write_charts`` present one or
+more reports side by side.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from analyzer.analysis import calibration
-from analyzer.analysis.calibration import AgeCalibration
+from analyzer.analysis.pooling import POOLINGS, Pooling
 from analyzer.errors import InputNotFound
 from analyzer.evaluation import evalset
+from analyzer.evaluation.degrade import Degradation, degrade
 from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
 
 __all__ = ["Calibration", "ChipOutputs", "run_chips", "fit", "report", "markdown", "write_charts", "half"]
@@ -43,11 +45,11 @@ POSE_GROUPS = {"frontal >= 0.8": 0.8, "0.5-0.8": 0.5, "turned < 0.5": 0.0}  # by
 @dataclass(frozen=True)
 class Calibration:
     """The constants a report is computed with: gender temperature, least gender score
-    (percent), age temperature and range."""
+    (percent), and the pooling (per-face quality temperature, age correction and range)."""
 
     temperature: float
     min_gender_score: float
-    age: AgeCalibration
+    pooling: Pooling
 
 
 @dataclass
@@ -60,7 +62,8 @@ class ChipOutputs:
     age_probs: np.ndarray  # (n, len(AGE_CLASSES))
     det_score: np.ndarray  # (n,)
     face_px: np.ndarray  # (n,)
-    frontal: np.ndarray  # (n,) frontal-pose measure 0-1 (analyzer.analysis.tracking.frontal_pose)
+    frontal: np.ndarray  # (n,) frontal-pose measure 0-1 (analyzer.analysis.pooling.frontal_pose)
+    sharpness: np.ndarray  # (n,) variance of Laplacian of the aligned crop (FaceBatch.sharpness)
     seconds_per_face: float  # alignment + classification per face (median over batches)
     detect_seconds_per_image: float  # detection per image (median over batches)
 
@@ -73,11 +76,7 @@ def shipped_calibration(classifier: str) -> Calibration:
     """The constants the worker uses for ``classifier``."""
     from models.weights import classifier_config
 
-    return Calibration(
-        classifier_config(classifier).gender_temperature,
-        DEFAULT_MIN_GENDER_SCORE,
-        calibration.AGE_CALIBRATIONS[classifier],
-    )
+    return Calibration(classifier_config(classifier).gender_temperature, DEFAULT_MIN_GENDER_SCORE, POOLINGS[classifier])
 
 
 def _read(face: evalset.EvalFace) -> np.ndarray:
@@ -113,7 +112,7 @@ def _analyze(analyzer: Any, images: list[np.ndarray]) -> tuple[list[dict | None]
     of detection alone, faces found."""
     import torch
 
-    from analyzer.analysis.tracking import frontal_pose
+    from analyzer.analysis.pooling import frontal_pose
 
     best: list[dict | None] = [None] * len(images)
     timings = []
@@ -135,6 +134,7 @@ def _analyze(analyzer: Any, images: list[np.ndarray]) -> tuple[list[dict | None]
                     "det_score": float(found.scores[k]),
                     "face_px": float(found.face_px[k]),
                     "frontal": float(frontal_pose(found.landmarks[k : k + 1])[0]),
+                    "sharpness": float(found.sharpness[k]),
                 }
     return best, timings
 
@@ -152,13 +152,26 @@ def _per_face_seconds(timings: list[tuple[float, float, int]]) -> tuple[float, f
     )
 
 
-def run_chips(analyzer: Any, faces: list[evalset.EvalFace]) -> ChipOutputs:
-    """Every labelled face through ``analyzer`` (a models.face_analyzer.FaceAnalyzer)."""
+def run_chips(
+    analyzer: Any, faces: list[evalset.EvalFace], level: Degradation | None = None, clean: ChipOutputs | None = None
+) -> ChipOutputs:
+    """Every labelled face through ``analyzer`` (a models.face_analyzer.FaceAnalyzer).
+
+    level: degrade each chip first (analyzer.evaluation.degrade) to the face size of ``level``,
+    measured on ``clean`` (the same faces' clean outputs; needed with ``level``). A face the clean
+    run missed is missed at every level.
+    """
     from models.cydral import AGE_CLASSES
 
     images = [_read(face) for face in faces]
+    if level is not None:
+        if clean is None or len(clean.faces) != len(faces):
+            raise ValueError("a degraded run needs the same faces' clean outputs")
+        images = [degrade(im, px, level) if ok else im for im, px, ok in zip(images, clean.face_px, clean.found)]
     best, timings = _analyze(analyzer, images)
-    missed = [i for i, b in enumerate(best) if b is None]
+    if level is not None and clean is not None:
+        best = [b if ok else None for b, ok in zip(best, clean.found)]
+    missed = [i for i, b in enumerate(best) if b is None and (clean is None or clean.found[i])]
     if missed:
         retried, _ = _analyze(analyzer, [_enlarged(images[i]) for i in missed])
         for i, b in zip(missed, retried):
@@ -179,30 +192,42 @@ def run_chips(analyzer: Any, faces: list[evalset.EvalFace]) -> ChipOutputs:
         det_score=column("det_score"),
         face_px=column("face_px"),
         frontal=column("frontal"),
+        sharpness=column("sharpness"),
         seconds_per_face=per_face,
         detect_seconds_per_image=per_image,
     )
 
 
 def _subset(outputs: ChipOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(is_male, age, gender_logit, age_probs) of the detected faces only."""
+    """(is_male, age (NaN where only the bin is known), gender_logit, age_probs) of the detected faces."""
     is_male, ages = outputs.labels()
     keep = outputs.found
     return is_male[keep], ages[keep], outputs.gender_logit[keep], outputs.age_probs[keep]
 
 
-def fit(outputs: ChipOutputs) -> Calibration:
-    """Fit the temperature, then the least gender score (on the calibrated scores), then the
-    age interval, on ``outputs`` (the fitting half)."""
+def _label_years(faces: list[evalset.EvalFace]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) whole years of each face's label: its age, or its bin's first and last year."""
+    ranges = [(f.age, f.age) if f.age is not None else evalset.bin_range(f.bin) for f in faces]
+    return np.array([r[0] for r in ranges], np.float64), np.array([r[1] for r in ranges], np.float64)
+
+
+def fit(outputs: ChipOutputs, rho: float = 1.0) -> Calibration:
+    """Fit the temperature with its growth for small and blurred faces, then the least gender
+    score (on the calibrated scores), then the age correction and range, on ``outputs`` (the
+    fitting half). ``rho`` (how much an appearance's faces repeat each other) cannot be fitted on
+    single photos: it is passed through."""
     from models.cydral import AGE_CLASSES
 
-    is_male, ages, logits, probs = _subset(outputs)
-    temperature = calibration.fit_temperature(logits, is_male)
-    says_male, confidence = calibration.gender_confidence(calibration.sigmoid(logits / temperature))
+    is_male, _, logits, probs = _subset(outputs)
+    face_px, sharpness = outputs.face_px[outputs.found], outputs.sharpness[outputs.found]
+    temperature, size_slope, blur_slope = calibration.fit_quality_temperature(logits, is_male, face_px, sharpness)
+    low, high = _label_years([f for f, ok in zip(outputs.faces, outputs.found) if ok])
+    age = calibration.fit_age_correction(probs, low, high, np.asarray(AGE_CLASSES))
+    pooling = Pooling(size_slope, blur_slope, rho, age, "analyzer evaluate --fit")
+    z = pooling.face_log_odds(logits / temperature, face_px, sharpness)
+    says_male, confidence = calibration.gender_confidence(calibration.sigmoid(z))
     min_score = calibration.choose_min_score(100.0 * confidence, says_male == is_male, GENDER_TARGET)
-    classes = np.asarray(AGE_CLASSES)
-    age_temperature = calibration.fit_age_temperature(probs, ages, classes)
-    return Calibration(temperature, min_score, calibration.fit_age_interval(probs, ages, classes, age_temperature))
+    return Calibration(temperature, min_score, pooling)
 
 
 def _pose_group(frontal: float) -> str:
@@ -219,15 +244,28 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
 
     is_male, ages, logits, probs = _subset(outputs)
     kept = [f for f, ok in zip(outputs.faces, outputs.found) if ok]
-    bins = np.array([evalset.age_bin(f.age) for f in kept])
-    races = np.array([f.race for f in kept])
+    exact = np.isfinite(ages)
+    # UTKFace-style sets keep their ten-year bins; bin-labelled sets use their own bins
+    bins = np.array([evalset.age_bin(f.age) if f.age is not None else f.bin for f in kept])
+    races = np.array([f.race or "unknown" for f in kept])
     poses = np.array([_pose_group(x) for x in outputs.frontal[outputs.found]])
-    says_male, confidence = calibration.gender_confidence(calibration.sigmoid(logits / constants.temperature))
+    z = constants.pooling.face_log_odds(
+        logits / constants.temperature, outputs.face_px[outputs.found], outputs.sharpness[outputs.found]
+    )
+    says_male, confidence = calibration.gender_confidence(calibration.sigmoid(z))
     right = says_male == is_male
     _, raw_confidence = calibration.gender_confidence(calibration.sigmoid(logits))
     answered = 100.0 * confidence >= constants.min_gender_score
-    age, low, high = constants.age.estimate(probs.reshape(len(probs), len(AGE_CLASSES)), np.asarray(AGE_CLASSES))
-    inside = (ages >= low) & (ages <= high)
+    age, low, high = constants.pooling.age.estimate(
+        probs.reshape(len(probs), len(AGE_CLASSES)), np.asarray(AGE_CLASSES)
+    )
+    label_low, label_high = _label_years(kept)
+    # a bin label holds many ages: the share of them (five spread over the bin) inside the range
+    spread = (np.arange(5) + 0.5) / 5
+    truth = label_low[:, None] + (label_high - label_low + 1.0)[:, None] * spread[None, :]
+    truth = np.where(exact[:, None], label_low[:, None], truth)
+    inside = ((truth >= low[:, None]) & (truth <= high[:, None])).mean(axis=1)
+    right_bin = np.array([evalset.fairface_bin(a) for a in age]) == np.array([f.bin for f in kept])
     coverage, accuracy = calibration.coverage_curve(confidence, right)
 
     def groups(keys: np.ndarray, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -237,7 +275,8 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
             table[name] = {
                 "faces": int(g.sum()),
                 "gender_accuracy": _share(right[g]),
-                "age_mae": round(float(np.mean(np.abs(age[g] - ages[g]))), 2) if g.any() else None,
+                "age_mae": round(float(np.mean(np.abs(age - ages)[g & exact])), 2) if (g & exact).any() else None,
+                "age_bin_accuracy": _share(right_bin[g]),
                 "age_range_coverage": _share(inside[g]),
                 "age_range_width": round(float(np.mean(high[g] - low[g])), 1) if g.any() else None,
             }
@@ -251,7 +290,9 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
         "calibration": {
             "temperature": constants.temperature,
             "min_gender_score": constants.min_gender_score,
-            "age": asdict(constants.age),
+            "size_slope": constants.pooling.size_slope,
+            "blur_slope": constants.pooling.blur_slope,
+            "age": asdict(constants.pooling.age),
         },
         "gender": {
             "accuracy": _share(right),
@@ -267,11 +308,12 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
             "coverage_curve": [[round(float(c), 4), round(float(a), 4)] for c, a in zip(coverage[::5], accuracy[::5])],
         },
         "age": {
-            "mae": round(float(np.mean(np.abs(age - ages))), 2) if len(ages) else None,
+            "mae": round(float(np.mean(np.abs(age - ages)[exact])), 2) if exact.any() else None,
+            "bin_accuracy": _share(right_bin),
             "range_coverage": _share(inside),
             "range_width_mean": round(float(np.mean(high - low)), 1) if len(ages) else None,
         },
-        "by_age_bin": groups(bins, [evalset.age_bin(edge) for edge in evalset.AGE_BINS]),
+        "by_age_bin": groups(bins, _bin_names(exact)),
         "by_race": groups(races, sorted(set(races.tolist()))),
         "by_pose": groups(poses, list(POSE_GROUPS)),
         "seconds_per_face": {
@@ -279,6 +321,13 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
             "detect_per_image": round(outputs.detect_seconds_per_image, 5),
         },
     }
+
+
+def _bin_names(exact: np.ndarray) -> list[str]:
+    """The bins a report is grouped by: UTKFace's ten-year bins where ages are exact, else FairFace's."""
+    if len(exact) and exact.all():
+        return [evalset.age_bin(edge) for edge in evalset.AGE_BINS]
+    return list(evalset.FAIRFACE_BINS)
 
 
 def _pct(value: float | None) -> str:
@@ -311,7 +360,8 @@ def markdown(reports: dict[str, dict[str, Any]], half: str, detector: str) -> st
         "answered % / right % of answered",
         lambda r: f"{_pct(r['gender']['answered_share'])} / {_pct(r['gender']['answered_accuracy'])}",
     )
-    out += row("age MAE, years", lambda r: f"{r['age']['mae']:.2f}")
+    out += row("age MAE, years", lambda r: "-" if r["age"]["mae"] is None else f"{r['age']['mae']:.2f}")
+    out += row("age-bin accuracy % (FairFace bins)", lambda r: _pct(r["age"]["bin_accuracy"]))
     out += row(
         "age range: holds the age % / mean width",
         lambda r: f"{_pct(r['age']['range_coverage'])} / {r['age']['range_width_mean']:.1f}",
@@ -385,7 +435,7 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
         [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
         [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
     )
-    bins = [evalset.age_bin(edge) for edge in evalset.AGE_BINS]
+    bins = list(next(iter(reports.values()))["by_age_bin"])
     mae = charts.bar_chart(
         bins,
         {name: [r["by_age_bin"][b]["age_mae"] or math.nan for b in bins] for name, r in reports.items()},

@@ -109,9 +109,12 @@ def default_analyze() -> AnalyzeFn:
 
 
 def model_version(settings: Settings) -> str:
+    """The models' version and the digest of the classifier's pooling constants: a change of
+    either re-analyses stored videos."""
+    from analyzer.analysis.pooling import pooling_digest  # light: numpy and constants
     from models.weights import model_version as version  # light: hashes are constants
 
-    return version(settings.detector, settings.classifier)
+    return f"{version(settings.detector, settings.classifier)}+pooling-{pooling_digest(settings.classifier)}"
 
 
 def postgres_store(settings: Settings, name: str) -> RunStore:

@@ -108,3 +108,58 @@ def test_age_temperature_softening_keeps_a_symmetric_mean():
     assert np.allclose(mean_soft[inner], mean_raw[inner], atol=0.05)
     assert np.all(std_soft[inner] > std_raw[inner] * 1.3)
     assert cal.fit_age_temperature(probs, ages, CLASSES) in cal.AGE_TEMPERATURE_GRID
+
+
+# -- fitting the pooling on permissive data --
+
+
+def test_isotonic_pools_adjacent_violators():
+    assert cal.isotonic(np.array([1.0, 3.0, 2.0, 4.0])).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert cal.isotonic(np.array([5.0, 4.0, 3.0])).tolist() == [4.0, 4.0, 4.0]
+    fitted = cal.isotonic(np.random.default_rng(0).normal(size=200))
+    assert np.all(np.diff(fitted) >= 0)
+
+
+def test_quality_temperature_finds_the_slope_that_made_the_data():
+    rng = np.random.default_rng(1)
+    n = 6000
+    face_px = rng.choice([40.0, 56.0, 80.0, 150.0], n)
+    sharpness = rng.choice([20.0, 200.0], n)
+    small, blurred = cal.quality_halvings(face_px, sharpness)
+    truth = rng.normal(0.0, 4.0, n)  # true log-odds of each face, divided by 2 * (1 + 0.5 * small)
+    is_male = rng.random(n) < cal.sigmoid(truth / (2.0 * (1.0 + 0.5 * small)))
+    t, size_slope, blur_slope = cal.fit_quality_temperature(truth, is_male, face_px, sharpness)
+    assert t == pytest.approx(2.0, rel=0.2)
+    assert size_slope == pytest.approx(0.5, abs=0.2)
+    assert blur_slope <= 0.15  # blur said nothing here
+
+
+def test_rho_is_found_from_how_much_faces_repeat_each_other():
+    rng = np.random.default_rng(2)
+    appearances, labels = [], []
+    for _ in range(3000):
+        k = int(rng.integers(1, 15))
+        evidence = rng.normal(0.0, 1.5)  # what the appearance shows
+        z = np.full(k, evidence) + rng.normal(0.0, 0.05, k)  # faces repeat it almost exactly
+        p = cal.sigmoid(evidence)  # so one face's worth is all there is: rho = 1
+        appearances.append((z, np.ones(k)))
+        labels.append(rng.random() < p)
+    assert cal.fit_rho(appearances, np.array(labels)) >= 0.9
+
+
+def test_age_correction_reads_compressed_ages_back_and_holds_in_every_bin():
+    rng = np.random.default_rng(3)
+    classes = np.asarray(AGE_CLASSES)
+    low = np.repeat([0, 3, 10, 20, 30, 40, 50, 60, 70], 80).astype(float)
+    high = np.repeat([2, 9, 19, 29, 39, 49, 59, 69, 89], 80).astype(float)
+    true_age = rng.uniform(low, high + 1)
+    read = 12 + 0.55 * true_age + rng.normal(0, 3, len(true_age))  # a net that reads the old young
+    probs = np.exp(-0.5 * ((classes[None, :] - read[:, None]) / 3.0) ** 2)
+    probs /= probs.sum(axis=1, keepdims=True)
+    correction = cal.fit_age_correction(probs, low, high, classes, coverage=0.8)
+    assert list(correction.ages) == sorted(correction.ages)
+    age, lo, hi = correction.estimate(probs, classes)
+    assert np.mean(np.abs(age - true_age)) < 8.0 < np.mean(np.abs(np.round(read) - true_age))
+    for first in (10, 20, 30, 40, 50, 60, 70):
+        rows = low == first
+        assert np.mean((true_age[rows] >= lo[rows]) & (true_age[rows] < hi[rows] + 1)) >= 0.7, first

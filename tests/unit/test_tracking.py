@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 
 from analyzer.analysis.calibration import AgeCalibration
-from analyzer.analysis.tracking import (
-    FEMALE,
-    MALE,
-    FrameFaces,
-    Tracker,
-    TrackerSettings,
-    clip_box,
-    combine_age,
-    combine_gender,
-    face_weight,
-    frontal_pose,
-    greedy_assign,
-)
+from analyzer.analysis.pooling import FEMALE, MALE, Pooling, face_weight
+from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings, clip_box, greedy_assign
 from analyzer.errors import SettingsError
 from models.cydral import AGE_CLASSES
 
@@ -62,8 +51,10 @@ def frame_faces(faces: list[dict]) -> FrameFaces:
     )
 
 
-# The judging tests look at what the faces say, not at the threshold: answer every gender.
-ANSWER_ALL = TrackerSettings(min_gender_score=0.0)
+# The tracker's judging tests look at which faces reach the judge, not at the pooling's fitted
+# constants (tests/unit/test_pooling.py): the plain mean of log-odds, ages as read, every gender answered.
+MEAN = Pooling(0.0, 0.0, 1.0, AgeCalibration(temperature=1.0, q=1.0, offset=0.5), "tests")
+ANSWER_ALL = TrackerSettings(min_gender_score=0.0, pooling=MEAN)
 
 
 def track(frames: list[tuple[int, list[dict]]], settings: TrackerSettings | None = None):
@@ -190,78 +181,11 @@ def test_only_judgeable_faces_vote_and_give_age():
     assert event.best_frame_ms == 1000  # the first judgeable face; later ones are no better
 
 
-@pytest.mark.parametrize(
-    ("p_male", "weights", "expected"),
-    [
-        ([0.55], [1.0], (MALE, 55.0)),  # one barely-decided face is not 100 % sure
-        ([0.999999], [1.0], (MALE, 99.9)),  # nor is a face the net is sure of
-        ([0.9] * 10, [1.0] * 10, (MALE, 90.0)),  # ten agreeing faces are as sure as one, no surer
-        ([0.01, 0.02], [0.9, 0.95], (FEMALE, 98.6)),
-        ([0.9, 0.9, 0.1], [1.0, 1.0, 1.0], (MALE, 67.5)),  # disagreement lowers the score
-        ([0.9, 0.2], [1.0, 0.5], (MALE, 73.2)),  # the face weight weighs the vote
-        ([0.9, 0.2], [0.2, 1.0], (FEMALE, 68.8)),
-        ([0.8, 0.2], [1.0, 1.0], (None, None)),  # exact tie: no guess
-        ([], [], (None, None)),
-    ],
-)
-def test_combine_gender_is_the_weighted_mean_log_odds(p_male, weights, expected):
-    logits = np.array([logit(p) for p in p_male])
-    assert combine_gender(logits, np.array(weights, dtype=float)) == expected
-
-
 def test_gender_below_the_least_score_is_none_and_age_stays():
-    (event,) = track(still(4, p_male=0.7, age=33), TrackerSettings(min_gender_score=75.0))
+    (event,) = track(still(4, p_male=0.7, age=33), TrackerSettings(min_gender_score=75.0, pooling=MEAN))
     assert (event.gender, event.gender_score, event.age) == (None, None, 33)
-    (event,) = track(still(4, p_male=0.8, age=33), TrackerSettings(min_gender_score=75.0))
+    (event,) = track(still(4, p_male=0.8, age=33), TrackerSettings(min_gender_score=75.0, pooling=MEAN))
     assert (event.gender, event.gender_score) == (MALE, 80.0)
-
-
-def test_gender_score_is_null_or_above_50_with_gender_null_together():
-    rng = np.random.default_rng(7)
-    for _ in range(200):
-        k = int(rng.integers(0, 6))
-        gender, score = combine_gender(rng.normal(0.0, 3.0, k), rng.random(k) * 0.5 + 0.5)
-        assert (gender is None) == (score is None)
-        assert score is None or 50.0 < score <= 99.9
-
-
-def test_combine_age_is_the_mixture_expectation_with_its_range():
-    calibration = AgeCalibration(temperature=1.0, q=1.5, offset=0.5)
-    probs = np.stack([age_distribution(30, 4.0), age_distribution(40, 4.0)])
-    age, low, high = combine_age(probs, np.array([1.0, 1.0]), calibration)
-    assert age == 35  # the weighted mean of the expectations
-    # the mixture's spread (6.4 years) plus 0.5 * sqrt(35 + 1): 35 +- 1.5 * 9.4
-    assert (low, high) == (20, 50)
-    age, low, high = combine_age(probs, np.array([4.0, 1.0]), calibration)
-    assert (age, low, high) == (32, 19, 45)  # the heavier face pulls the age, and the mixture narrows
-    assert combine_age(np.zeros((0, len(AGE_CLASSES))), np.zeros(0), calibration) == (None, None, None)
-
-
-def test_a_sure_age_still_gets_a_range_that_grows_with_age():
-    calibration = AgeCalibration(temperature=1.0, q=2.0, offset=0.5)
-    assert combine_age(age_distribution(50)[None], np.ones(1), calibration) == (50, 42, 58)
-    assert combine_age(age_distribution(4)[None], np.ones(1), calibration) == (4, 1, 7)
-    assert combine_age(age_distribution(1)[None], np.ones(1), calibration) == (1, 0, 3)  # never below 0
-
-
-def test_age_temperature_softens_before_the_expectation():
-    skewed = age_distribution(70, 3.0) * 0.9 + age_distribution(20, 3.0) * 0.1
-    sharp = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=1.0, q=1.0, offset=0.5))
-    soft = combine_age(skewed[None], np.ones(1), AgeCalibration(temperature=2.0, q=1.0, offset=0.5))
-    assert sharp[0] == 65 and soft[0] < sharp[0]  # the minority mode counts for more once softened
-
-
-def test_frontal_pose_from_landmarks():
-    eyes = [[40.0, 50.0], [80.0, 50.0]]
-    mouth = [[45.0, 90.0], [75.0, 90.0]]
-    frontal = eyes + [[60.0, 70.0]] + mouth
-    turned = eyes + [[70.0, 70.0]] + mouth  # nose halfway to the right eye
-    profile = eyes + [[85.0, 70.0]] + mouth  # nose beyond the eye
-    poses = frontal_pose(np.array([frontal, turned, profile]))
-    assert np.allclose(poses, [1.0, 0.5, 0.0])
-    rolled = np.array(frontal) @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # the head tilted 90 degrees
-    assert np.allclose(frontal_pose(rolled[None]), [1.0])
-    assert np.allclose(frontal_pose(np.full((1, 5, 2), np.nan)), [1.0])  # unknown: frontal
 
 
 def test_profile_faces_weigh_less_in_the_vote():

@@ -1,0 +1,177 @@
+"""The labelled video set: its labels, the worker's appearances matched to them, and the scores.
+
+``labels.json`` (``tests/data/video_set/labels.json`` for real clips; the synthetic FairFace
+tracks of analyzer.evaluation.synthetic write one of the same shape) lists videos, and per video
+the appearances a person labelled by eye: gender, FairFace age bin, time span, and the face box
+at one time ``t_s`` inside the span. Each video is analysed by the real pipeline (every
+appearance's faces kept, analyzer.analysis.pooling.AppearanceFaces) and each label is matched to
+the appearance that holds a face within MATCH_WINDOW_S of ``t_s`` overlapping the labelled box
+by at least MATCH_IOU. A label no appearance matches is *missed* (counted as unanswered).
+
+Scores are per labelled appearance with a judgeable face (``judgeable``: a person can tell the
+gender from the face): answered share, share right of the answered, and age-bin accuracy;
+real and synthetic videos are reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analyzer.analysis.pooling import AppearanceFaces
+from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range
+
+__all__ = ["LabelledAppearance", "LabelledVideo", "Match", "load", "match", "analyse"]
+
+MATCH_WINDOW_S = 0.5  # s; a face this near the label's time may match its box
+MATCH_IOU = 0.3  # least overlap of that face's box with the labelled box
+
+
+@dataclass(frozen=True)
+class LabelledAppearance:
+    """One appearance as a person labelled it; box is (x, y, w, h) at ``t_s``."""
+
+    id: str
+    person: str
+    gender: str
+    age_bin: str
+    start_s: float
+    end_s: float
+    t_s: float
+    box: tuple[float, float, float, float]
+    judgeable: bool
+
+    @property
+    def is_male(self) -> bool:
+        return self.gender == "male"
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    path: Path
+    name: str
+    kind: str  # "real" or "synthetic"
+    half: str  # "fit", "held_out", or "" for real videos (scored leave-one-video-out)
+    appearances: tuple[LabelledAppearance, ...]
+
+
+@dataclass
+class Match:
+    """A labelled appearance and the worker's appearance matched to it (None: missed)."""
+
+    video: str
+    label: LabelledAppearance
+    event_key: str | None
+    faces: AppearanceFaces | None
+
+
+def _resolve(reference: str, labels_dir: Path) -> Path:
+    """A video path of the labels: ``../shared/...`` under ANALYZER_SHARED_DIR when set, else
+    relative to the labels file, else to the working directory."""
+    shared = os.environ.get("ANALYZER_SHARED_DIR")
+    if shared and reference.startswith("../shared/"):
+        return Path(shared) / reference.removeprefix("../shared/")
+    for base in (labels_dir, Path.cwd()):
+        if (base / reference).is_file():
+            return base / reference
+    raise FileNotFoundError(f"video {reference} of {labels_dir / 'labels.json'} not found")
+
+
+def load(labels_path: str | Path) -> list[LabelledVideo]:
+    """The videos of a labels.json; raises FileNotFoundError or ValueError naming the problem."""
+    labels_path = Path(labels_path)
+    data = json.loads(labels_path.read_text())
+    videos = []
+    for video in data["videos"]:
+        appearances = []
+        for a in video["appearances"]:
+            if a["gender"] not in ("female", "male") or a["age_bin"] not in FAIRFACE_BINS:
+                raise ValueError(f"{a['id']}: gender {a['gender']!r} or age bin {a['age_bin']!r} unknown")
+            appearances.append(
+                LabelledAppearance(
+                    id=a["id"],
+                    person=a.get("person", a["id"]),
+                    gender=a["gender"],
+                    age_bin=a["age_bin"],
+                    start_s=float(a["start_s"]),
+                    end_s=float(a["end_s"]),
+                    t_s=float(a["t_s"]),
+                    box=tuple(float(v) for v in a["box"]),  # type: ignore[arg-type]
+                    judgeable=bool(a.get("judgeable", True)),
+                )
+            )
+        path = _resolve(video.get("file") or video["path"], labels_path.parent)
+        videos.append(LabelledVideo(path, video["name"], video["kind"], video.get("half", ""), tuple(appearances)))
+    return videos
+
+
+def _iou(a: tuple[float, float, float, float], b: np.ndarray) -> float:
+    """IoU of an (x, y, w, h) box and an x1y1x2y2 box."""
+    ax2, ay2 = a[0] + a[2], a[1] + a[3]
+    w = max(0.0, min(ax2, b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(ay2, b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = a[2] * a[3] + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(video: LabelledVideo, appearances: dict[str, AppearanceFaces]) -> list[Match]:
+    """Each label of ``video`` with the appearance that best overlaps its box near its time."""
+    matches = []
+    for label in video.appearances:
+        best: tuple[float, str | None] = (MATCH_IOU, None)
+        for key, faces in appearances.items():
+            near = np.abs(faces.times_ms / 1000.0 - label.t_s) <= MATCH_WINDOW_S
+            for i in np.flatnonzero(near):
+                overlap = _iou(label.box, faces.boxes[i])
+                if overlap >= best[0]:
+                    best = (overlap, key)
+        key = best[1]
+        matches.append(Match(video.name, label, key, appearances[key] if key is not None else None))
+    return matches
+
+
+def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> list[Match]:
+    """Run the real pipeline on ``video`` and match its appearances to the labels."""
+    from analyzer.analysis.pipeline import analyze_video
+    from analyzer.settings import Settings
+
+    options = {"min_gender_score": 0.0, "log_format": "text", "device": "cpu"} | settings
+    result = analyze_video(video.path, Settings(video_key=str(video.path), video_id=1, model_dir=model_dir, **options))
+    return match(video, result.appearances)
+
+
+def to_json(matches: list[Match]) -> list[dict[str, Any]]:
+    """Matches as JSON-ready dicts (the faces' arrays as lists), for caching a slow analysis."""
+    rows = []
+    for m in matches:
+        faces = None
+        if m.faces is not None:
+            faces = {name: getattr(m.faces, name).tolist() for name in AppearanceFaces.__dataclass_fields__}
+        rows.append({"video": m.video, "label": m.label.__dict__, "event_key": m.event_key, "faces": faces})
+    return rows
+
+
+def from_json(rows: list[dict[str, Any]]) -> list[Match]:
+    """The inverse of ``to_json``."""
+    matches = []
+    for row in rows:
+        label = LabelledAppearance(**{**row["label"], "box": tuple(row["label"]["box"])})
+        faces = None
+        if row["faces"] is not None:
+            arrays = {name: np.asarray(value) for name, value in row["faces"].items()}
+            arrays["judgeable"] = arrays["judgeable"].astype(bool)
+            arrays["boxes"] = arrays["boxes"].reshape(-1, 4)
+            faces = AppearanceFaces(**arrays)
+        matches.append(Match(row["video"], label, row["event_key"], faces))
+    return matches
+
+
+def label_interval(age_bin: str) -> tuple[int, int]:
+    """(first, last) year of a FairFace bin."""
+    return bin_range(age_bin)

@@ -1,0 +1,284 @@
+"""Fit the pooling's constants on permissive data, and measure them where nothing was fitted.
+
+    .venv/bin/python scripts/chip_features.py ../shared/data/fairface_540 out/features/fairface
+    .venv/bin/python scripts/chip_features.py ../shared/data/utkface_eval out/features/utkface
+    .venv/bin/python scripts/video_features.py tests/data/video_set/labels.json out/video_features
+    .venv/bin/python scripts/fit_pooling.py --out out/fit
+
+Fitted on FairFace 540's fit half (clean and degraded chips): the gender temperature and its
+growth with small and blurred faces, the age correction and range. Fitted on appearances (the
+synthetic FairFace tracks of the fit half and the real clips, each real clip's figures with rho
+and the threshold fitted on the other clips: leave-one-video-out): rho and the least gender
+score. UTKFace and FairFace's held-out half are only measured. Prints the constants for
+analyzer/analysis/pooling.py and models/weights.py and writes ``report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analyzer.analysis import calibration as cal
+from analyzer.analysis.pooling import Pooling
+from analyzer.evaluation import evalset, videoset
+from analyzer.evaluation.degrade import VIDEO_LEVELS
+from models.cydral import AGE_CLASSES
+
+LEVELS = ("clean", *(level.name for level in VIDEO_LEVELS))
+CLASSES = np.asarray(AGE_CLASSES)
+TARGET = 0.95  # share right wanted among the answered appearances
+OLD_TEMPERATURE, OLD_MIN_SCORE = 2.6, 81.0  # the constants before this fit (UTKFace, one face at a time)
+
+
+def load_chips(prefix: str) -> dict[str, dict[str, np.ndarray]]:
+    """level -> arrays of the detected faces (scripts/chip_features.py's files)."""
+    chips = {}
+    for level in LEVELS:
+        data = dict(np.load(f"{prefix}-{level}.npz"))
+        keep = data["found"]
+        chips[level] = {name: values[keep] for name, values in data.items()}
+    return chips
+
+
+def joined(chips: dict[str, dict[str, np.ndarray]], half: bool | None) -> dict[str, np.ndarray]:
+    """All levels' faces in one set of arrays; ``half`` True/False: the fit/held-out half only."""
+    parts = []
+    for arrays in chips.values():
+        rows = np.ones(len(arrays["found"]), bool) if half is None else arrays["fit_half"] == half
+        parts.append({name: values[rows] for name, values in arrays.items()})
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def label_years(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) label years: the exact age where known, else the bin's first and last year."""
+    ranges = np.array([evalset.bin_range(b) for b in arrays["bin"]], dtype=np.float64)
+    exact = np.isfinite(arrays["age"])
+    low = np.where(exact, arrays["age"], ranges[:, 0])
+    high = np.where(exact, arrays["age"], ranges[:, 1])
+    return low, high
+
+
+def face_report(arrays: dict[str, np.ndarray], pooling: Pooling, temperature: float) -> dict[str, Any]:
+    """Per-face figures: gender accuracy, ECE, accuracy at 80 % coverage, age MAE (exact ages),
+    age-bin accuracy, and per FairFace bin the range's coverage."""
+    z = pooling.face_log_odds(arrays["gender_logit"] / temperature, arrays["face_px"], arrays["sharpness"])
+    says_male, confidence = cal.gender_confidence(cal.sigmoid(z))
+    right = says_male == arrays["is_male"]
+    age, low, high = pooling.age.estimate(arrays["age_probs"], CLASSES)
+    predicted_bin = np.array([evalset.fairface_bin(a) for a in age])
+    label_low, label_high = label_years(arrays)
+    truth = label_low[:, None] + (label_high - label_low + 1.0)[:, None] * (np.arange(5) + 0.5)[None, :] / 5
+    inside = ((truth >= low[:, None]) & (truth < high[:, None] + 1)).mean(axis=1)
+    exact = np.isfinite(arrays["age"])
+    by_bin = {}
+    for label in evalset.FAIRFACE_BINS:
+        rows = arrays["bin"] == label
+        if rows.any():
+            by_bin[label] = {
+                "faces": int(rows.sum()),
+                "gender": round(float(right[rows].mean()), 3),
+                "bin_accuracy": round(float(np.mean(predicted_bin[rows] == label)), 3),
+                "age_mae": round(float(np.mean(np.abs(age - arrays["age"])[rows & exact])), 2)
+                if (rows & exact).any()
+                else None,
+                "range_holds": round(float(inside[rows].mean()), 3),
+                "range_width": round(float(np.mean(high[rows] - low[rows])), 1),
+            }
+    return {
+        "faces": int(len(z)),
+        "gender_accuracy": round(float(right.mean()), 4),
+        "accuracy_at_80_coverage": round(cal.accuracy_at_coverage(confidence, right, 0.8), 4),
+        "ece_points": round(cal.expected_calibration_error(confidence, right), 2),
+        "age_mae": round(float(np.mean(np.abs(age - arrays["age"])[exact])), 2) if exact.any() else None,
+        "age_mae_over_60": round(float(np.mean(np.abs(age - arrays["age"])[exact & (arrays["age"] >= 60)])), 2)
+        if (exact & (arrays["age"] >= 60)).any()
+        else None,
+        "bin_accuracy": round(float(np.mean(predicted_bin == arrays["bin"])), 3),
+        "range_holds": round(float(inside.mean()), 3),
+        "by_bin": by_bin,
+        "_confidence": confidence,
+        "_right": right,
+    }
+
+
+def load_videos(paths: list[str]) -> list[dict[str, Any]]:
+    """scripts/video_features.py's records, their matches parsed."""
+    records = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        record["matches"] = videoset.from_json(record["matches"])
+        records.append(record)
+    return records
+
+
+def appearance_rows(records: list[dict[str, Any]], temperature: float, pooling: Pooling) -> list[dict[str, Any]]:
+    """Per labelled appearance with a judgeable face: its matched faces' log-odds after quality and
+    their weights (none where the worker missed it or found no judgeable face)."""
+    rows = []
+    for record in records:
+        for m in record["matches"]:
+            if not m.label.judgeable:
+                continue
+            row = {
+                "video": record["name"],
+                "kind": record["kind"],
+                "half": record["half"],
+                "match": m,
+                "is_male": m.label.is_male,
+                "z": None,
+                "w": None,
+            }
+            if m.faces is not None and m.faces.judgeable.any():
+                j = m.faces.judgeable
+                logits = m.faces.gender_logit[j] * record["temperature"] / temperature
+                row["z"] = pooling.face_log_odds(logits, m.faces.face_px[j], m.faces.sharpness[j])
+                row["w"] = m.faces.weights[j]
+            rows.append(row)
+    return rows
+
+
+def pooled_scores(rows: list[dict[str, Any]], rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """(score percent, right) per appearance, pooled with ``rho``."""
+    scores, right = [], []
+    for r in rows:
+        pooling = Pooling(0.0, 0.0, rho, cal.AGE_CALIBRATIONS["cydral"], "")
+        logit = float(np.sum(r["w"] * r["z"]) / np.sum(r["w"])) * pooling.effective_faces(r["w"])
+        p = float(cal.sigmoid(logit))
+        scores.append(min(100.0 * max(p, 1 - p), 99.9))
+        right.append((p > 0.5) == r["is_male"])
+    return np.array(scores), np.array(right)
+
+
+def fit_appearances(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """(rho, least gender score) fitted on appearances with faces."""
+    judged = [r for r in rows if r["z"] is not None]
+    rho = cal.fit_rho([(r["z"], r["w"]) for r in judged], np.array([r["is_male"] for r in judged]))
+    scores, right = pooled_scores(judged, rho)
+    return rho, cal.choose_min_score(scores, right, TARGET)
+
+
+def appearance_report(rows: list[dict[str, Any]], rho: float, min_score: float) -> dict[str, Any]:
+    """Answered share (of all labelled appearances with a judgeable face, missed ones unanswered)
+    and share right of the answered, at ``min_score``; reliability bins."""
+    judged = [r for r in rows if r["z"] is not None]
+    scores, right = pooled_scores(judged, rho) if judged else (np.zeros(0), np.zeros(0, bool))
+    answered = scores >= min_score
+    return {
+        "appearances": len(rows),
+        "judged": len(judged),
+        "answered": int(answered.sum()),
+        "answered_share": round(float(answered.sum()) / max(len(rows), 1), 3),
+        "right_of_answered": round(float(right[answered].mean()), 3) if answered.any() else None,
+        "right_at_min_score_0": round(float(right.mean()), 3) if len(right) else None,
+        "reliability": cal.reliability_bins(scores / 100.0, right),
+        "_scores": scores.tolist(),
+        "_right": right.tolist(),
+    }
+
+
+def leave_one_video_out(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each real video scored with rho and threshold fitted on the other real videos plus ``extra``."""
+    per_video, scores, right, answered, total = {}, [], [], 0, 0
+    for name in sorted({r["video"] for r in rows}):
+        mine = [r for r in rows if r["video"] == name]
+        rho, min_score = fit_appearances([r for r in rows if r["video"] != name] + extra)
+        figures = appearance_report(mine, rho, min_score)
+        per_video[name] = {k: v for k, v in figures.items() if not k.startswith("_")} | {
+            "rho": rho,
+            "min_score": min_score,
+        }
+        scores += figures["_scores"]
+        right += figures["_right"]
+        answered += figures["answered"]
+        total += figures["appearances"]
+    scores_a, right_a = np.array(scores), np.array(right, bool)
+    thresholds = [per_video[r["video"]]["min_score"] for r in rows if r["z"] is not None]
+    said = scores_a >= np.array(thresholds) if len(scores_a) else np.zeros(0, bool)
+    return {
+        "appearances": total,
+        "answered_share": round(answered / max(total, 1), 3),
+        "right_of_answered": round(float(right_a[said].mean()), 3) if said.any() else None,
+        "reliability": cal.reliability_bins(scores_a / 100.0, right_a),
+        "per_video": per_video,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fairface", default="out/features/fairface")
+    parser.add_argument("--utkface", default="out/features/utkface")
+    parser.add_argument("--videos", nargs="*", default=[], help="scripts/video_features.py JSON files")
+    parser.add_argument("--out", default="out/fit")
+    args = parser.parse_args()
+
+    fairface = load_chips(args.fairface)
+    fit = joined(fairface, True)
+    temperature, size_slope, blur_slope = cal.fit_quality_temperature(
+        fit["gender_logit"], fit["is_male"], fit["face_px"], fit["sharpness"]
+    )
+    low, high = label_years(fit)
+    age = cal.fit_age_correction(fit["age_probs"], low, high, CLASSES)
+    pooling = Pooling(size_slope, blur_slope, 1.0, age, "FairFace 540 fit half, clean + degraded chips")
+    print(f"gender_temperature={temperature} size_slope={size_slope} blur_slope={blur_slope}")
+    print(f"age={age!r}")
+    report: dict[str, Any] = {
+        "constants": {"temperature": temperature, "size_slope": size_slope, "blur_slope": blur_slope, "age": repr(age)}
+    }
+    sets = {"fairface held-out": joined(fairface, False)}
+    if Path(f"{args.utkface}-clean.npz").is_file():
+        utk = load_chips(args.utkface)
+        sets["utkface held-out"] = joined({"clean": utk["clean"]}, False)
+        sets["utkface held-out, degraded"] = joined({k: v for k, v in utk.items() if k != "clean"}, False)
+    sets["fairface held-out, clean"] = joined({"clean": fairface["clean"]}, False)
+    sets["fairface held-out, degraded"] = joined({k: v for k, v in fairface.items() if k != "clean"}, False)
+    before = Pooling(0.0, 0.0, 1.0, cal.AGE_CALIBRATIONS["cydral"], "before")
+    for name, arrays in list(sets.items()):
+        sets[f"{name}, before"] = arrays
+    for name, arrays in sets.items():
+        old = name.endswith(", before")
+        figures = face_report(arrays, before if old else pooling, OLD_TEMPERATURE if old else temperature)
+        figures.pop("_confidence"), figures.pop("_right")
+        report[name] = figures
+        print(name, json.dumps({k: v for k, v in figures.items() if k != "by_bin"}))
+        for label, row in figures["by_bin"].items():
+            print("   ", label, row)
+    if args.videos:
+        records = load_videos(args.videos)
+        rows = appearance_rows(records, temperature, pooling)
+        synthetic_fit = [r for r in rows if r["kind"] == "synthetic" and r["half"] == "fit"]
+        synthetic_held = [r for r in rows if r["kind"] == "synthetic" and r["half"] == "held_out"]
+        real = [r for r in rows if r["kind"] == "real"]
+        rho, min_score = fit_appearances(synthetic_fit + real)
+        print(f"rho={rho} min_gender_score={min_score} (synthetic fit half + all real clips)")
+        report["constants"] |= {"rho": rho, "min_gender_score": min_score}
+        if real:
+            report["real videos, leave-one-video-out"] = leave_one_video_out(real, synthetic_fit)
+        if synthetic_held:
+            figures = appearance_report(synthetic_held, rho, min_score)
+            report["synthetic held-out tracks"] = {k: v for k, v in figures.items() if not k.startswith("_")}
+        before = Pooling(0.0, 0.0, 1.0, cal.AGE_CALIBRATIONS["cydral"], "before")
+        old_rows = appearance_rows(records, OLD_TEMPERATURE, before)
+        for name, kind in (("real videos, before", "real"), ("synthetic held-out tracks, before", "synthetic")):
+            mine = [r for r in old_rows if r["kind"] == kind and r["half"] in ("", "held_out")]
+            if mine:
+                figures = appearance_report(mine, 1.0, OLD_MIN_SCORE)
+                report[name] = {k: v for k, v in figures.items() if not k.startswith("_")}
+        for name in (
+            "real videos, leave-one-video-out",
+            "real videos, before",
+            "synthetic held-out tracks",
+            "synthetic held-out tracks, before",
+        ):
+            if name in report:
+                print(name, json.dumps({k: v for k, v in report[name].items() if k not in ("reliability",)}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

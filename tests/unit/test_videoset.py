@@ -1,0 +1,80 @@
+"""The labelled video set: reading labels.json and matching the worker's appearances to labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyzer.analysis.pooling import AppearanceFaces
+from analyzer.evaluation import videoset
+
+
+def faces(times_s: list[float], box: list[float]) -> AppearanceFaces:
+    k = len(times_s)
+    return AppearanceFaces(
+        times_ms=(np.array(times_s) * 1000).astype(np.int64),
+        boxes=np.tile(np.array(box, dtype=float), (k, 1)),
+        gender_logit=np.zeros(k),
+        age_probs=np.full((k, 81), 1 / 81),
+        face_px=np.full(k, 60.0),
+        sharpness=np.full(k, 50.0),
+        weights=np.ones(k),
+        judgeable=np.ones(k, bool),
+    )
+
+
+def labels_file(folder: Path, appearances: list[dict]) -> Path:
+    (folder / "clip.mp4").write_bytes(b"not read here")
+    path = folder / "labels.json"
+    video = {"file": "clip.mp4", "name": "clip", "kind": "real", "appearances": appearances}
+    path.write_text(json.dumps({"version": 1, "videos": [video]}))
+    return path
+
+
+LABEL = {
+    "id": "clip-01",
+    "person": "clip-p1",
+    "gender": "female",
+    "age_bin": "60-69",
+    "start_s": 0.0,
+    "end_s": 3.0,
+    "t_s": 1.0,
+    "box": [100, 100, 50, 60],
+    "judgeable": True,
+}
+
+
+def test_labels_load_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    (video,) = videoset.load(labels_file(tmp_path, [LABEL]))
+    assert video.path == tmp_path / "clip.mp4" and video.kind == "real" and video.half == ""
+    (label,) = video.appearances
+    assert (label.gender, label.age_bin, label.box, label.is_male) == ("female", "60-69", (100, 100, 50, 60), False)
+
+
+@pytest.mark.parametrize("change", [{"gender": "woman"}, {"age_bin": "60-70"}])
+def test_unknown_labels_are_refused(tmp_path: Path, change: dict) -> None:
+    with pytest.raises(ValueError, match="clip-01"):
+        videoset.load(labels_file(tmp_path, [LABEL | change]))
+
+
+def test_a_missing_video_is_named(tmp_path: Path) -> None:
+    path = labels_file(tmp_path, [LABEL])
+    (tmp_path / "clip.mp4").unlink()
+    with pytest.raises(FileNotFoundError, match="clip.mp4"):
+        videoset.load(path)
+
+
+def test_each_label_matches_the_appearance_on_its_box_near_its_time(tmp_path: Path) -> None:
+    (video,) = videoset.load(labels_file(tmp_path, [LABEL, LABEL | {"id": "clip-02", "t_s": 5.0}]))
+    appearances = {
+        "elsewhere": faces([0.8, 1.0, 1.2], [400, 100, 450, 160]),  # right time, other place
+        "hers": faces([0.6, 0.8], [105, 102, 155, 160]),  # 0.2 s before t_s, same place
+        "later": faces([2.0, 2.2], [100, 100, 150, 160]),  # same place, 1 s after t_s
+    }
+    first, second = videoset.match(video, appearances)
+    assert first.event_key == "hers" and first.faces is appearances["hers"]
+    assert second.event_key is None and second.faces is None  # nothing near 5 s: missed
+    assert videoset.from_json(videoset.to_json([first]))[0].faces.times_ms.tolist() == [600, 800]
