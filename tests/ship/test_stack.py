@@ -430,10 +430,17 @@ def test_an_upload_goes_through_the_stack_to_one_job(aws, database_url, register
 @pytest.mark.integration
 def test_a_reclaimed_run_is_retried_and_a_cancelled_one_is_not(aws, database_url, media_dir, tmp_path):
     """Spot first, the retry rules as the stack registered them, and the worker's own SIGTERM exit."""
+    import boto3
+
     from tests.integration.test_exactly_once import VIDEO_ID, _status_is
     from tests.support import procs
 
     created = create_stack()
+    batch = boto3.client("batch")
+    [queue] = batch.describe_job_queues(jobQueues=[created.outputs["JobQueueArn"]])["jobQueues"]
+    first = min(queue["computeEnvironmentOrder"], key=lambda item: item["order"])["computeEnvironment"]
+    [environment] = batch.describe_compute_environments(computeEnvironments=[first])["computeEnvironments"]
+    assert environment["computeResources"]["type"] == "SPOT"  # jobs land on Spot first: reclaims happen
     rules = registered_rules(created)
     video = tmp_path / "clip.mp4"
     shutil.copy(media_dir / "short_hamilton_clip.mp4", video)
