@@ -33,15 +33,25 @@ CLEARED = (
     "ANALYZER_METRICS_NAMESPACE",
     "LOG_LEVEL",
 )
-FILL = {"ACCOUNT_ID": ACCOUNT_ID, "REGION": REGION, "BUCKET": BUCKET, "IMAGE_TAG": "test"}
+FILL = {
+    "ACCOUNT_ID": ACCOUNT_ID,
+    "REGION": REGION,
+    "BUCKET": BUCKET,
+    "IMAGE_TAG": "test",
+    "DATABASE_URL_PARAMETER": "/video-analyzer/database-url",
+}
 
 
-def load_render() -> ModuleType:
-    """deploy/render.py as a module (deploy/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("deploy_render", REPO / "deploy" / "render.py")
+def load_deploy(name: str) -> ModuleType:
+    """deploy/<name>.py as a module (deploy/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", REPO / "deploy" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_render() -> ModuleType:
+    return load_deploy("render")
 
 
 @pytest.fixture(scope="session")
@@ -146,3 +156,34 @@ def stack(aws: str, render: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Batc
     monkeypatch.setenv("ANALYZER_JOB_QUEUE", QUEUE)
     monkeypatch.setenv("ANALYZER_JOB_DEFINITION", DEFINITION)
     return BatchStack(aws, batch, s3, sqs, queue_url, queue_arn)
+
+
+@pytest.fixture
+def analyses(pg_server) -> str:
+    """A migrated database with one video_analyses row per case (video_id: what it stands for)."""
+    import psycopg
+
+    from analyzer.store import db
+    from analyzer.store.migrate import migrate
+
+    url = pg_server.create_database()
+    with db.connect(url, "test") as conn:
+        migrate(conn)
+    rows = [  # video_id, status, heartbeat age (s), exit code
+        (201, "running", 3600, None),  # worker killed, instance lost: heartbeat stopped an hour ago
+        (202, "running", 5, None),  # alive
+        (203, "interrupted", 7200, 143),  # SIGTERM: cancel, Batch timeout
+        (204, "failed", 1800, 75),  # retryable, Batch ran out of attempts
+        (205, "failed", 1800, 5),  # undecodable: a retry cannot help
+        (206, "succeeded", 9000, 0),
+    ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for video_id, status, age, code in rows:
+            conn.execute(
+                "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version,"
+                " heartbeat_at, exit_code, batch_job_id)"
+                " VALUES (%s, gen_random_uuid(), %s, %s, 'm', now() - make_interval(secs => %s), %s,"
+                " %s)",
+                (video_id, status, f"videos/2025/12/29/{video_id}_v.mp4", age, code, f"job-{video_id}"),
+            )
+    return url

@@ -135,3 +135,45 @@ def test_placeholders_are_the_documented_ones():
     docs = (REPO / "docs" / "deploy.md").read_text()
     for name in used:
         assert re.search(rf"\b{name}=", docs), f"docs/deploy.md does not say how to set {name}"
+
+
+def test_the_dispatcher_files_name_the_queue_definition_and_upload_queue():
+    function = filled(DEPLOY / "lambda" / "dispatcher.json")
+    env = function["Environment"]["Variables"]
+    assert env["ANALYZER_JOB_QUEUE"] == filled(DEPLOY / "batch" / "job-queue.json")["jobQueueName"]
+    assert env["ANALYZER_JOB_DEFINITION"] == filled(DEPLOY / "batch" / "job-definition.json")["jobDefinitionName"]
+    assert "DATABASE_URL" not in env  # a secret: given to the function by the stack's NoEcho parameter
+    assert function["Role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/video-analyzer-dispatch"
+    mapping = filled(DEPLOY / "lambda" / "event-source-mapping.json")
+    notification = filled(DEPLOY / "sqs" / "s3-notification.json")["QueueConfigurations"][0]
+    assert mapping["EventSourceArn"] == notification["QueueArn"]
+    assert mapping["FunctionName"] == function["FunctionName"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # else Lambda ignores partial failures
+    visibility = int(filled(DEPLOY / "sqs" / "queue-attributes.json")["VisibilityTimeout"])
+    assert visibility >= 6 * function["Timeout"]  # AWS's advice for an SQS event source
+
+
+def test_the_schedule_invokes_the_dispatcher_from_its_rule_only():
+    rule = filled(DEPLOY / "events" / "sweep-rule.json")
+    targets = filled(DEPLOY / "events" / "sweep-targets.json")
+    permission = filled(DEPLOY / "events" / "sweep-permission.json")
+    function = filled(DEPLOY / "lambda" / "dispatcher.json")["FunctionName"]
+    assert rule["ScheduleExpression"] == "rate(15 minutes)" and rule["State"] == "ENABLED"
+    assert targets["Rule"] == rule["Name"]
+    assert [t["Arn"] for t in targets["Targets"]] == [f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function}"]
+    assert permission["FunctionName"] == function and permission["Action"] == "lambda:InvokeFunction"
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule['Name']}"
+
+
+def test_the_stale_run_alarm_pages_when_the_sweep_gives_up():
+    alarm = filled(DEPLOY / "cloudwatch" / "stale-given-up-alarm.json")
+    duplicate = filled(DEPLOY / "cloudwatch" / "duplicate-alarm.json")
+    assert (alarm["Namespace"], alarm["MetricName"]) == (metrics.DEFAULT_NAMESPACE, "StaleRunsGivenUp")
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["Period"] == 900  # one sweep's interval
+    assert alarm["AlarmActions"] == duplicate["AlarmActions"]  # the same pager

@@ -151,37 +151,6 @@ def test_through_the_analyzer_cli(stack, capsys):
 # --- analyzer submit --stale: videos whose run died, against moto's Batch and a real PostgreSQL
 
 
-@pytest.fixture
-def analyses(pg_server) -> str:
-    """A migrated database with one video_analyses row per case (video_id: what it stands for)."""
-    import psycopg
-
-    from analyzer.store import db
-    from analyzer.store.migrate import migrate
-
-    url = pg_server.create_database()
-    with db.connect(url, "test") as conn:
-        migrate(conn)
-    rows = [  # video_id, status, heartbeat age (s), exit code
-        (201, "running", 3600, None),  # worker killed, instance lost: heartbeat stopped an hour ago
-        (202, "running", 5, None),  # alive
-        (203, "interrupted", 7200, 143),  # SIGTERM: cancel, Batch timeout
-        (204, "failed", 1800, 75),  # retryable, Batch ran out of attempts
-        (205, "failed", 1800, 5),  # undecodable: a retry cannot help
-        (206, "succeeded", 9000, 0),
-    ]
-    with psycopg.connect(url, autocommit=True) as conn:
-        for video_id, status, age, code in rows:
-            conn.execute(
-                "INSERT INTO video_analyses (video_id, run_id, status, input_key, model_version,"
-                " heartbeat_at, exit_code, batch_job_id)"
-                " VALUES (%s, gen_random_uuid(), %s, %s, 'm', now() - make_interval(secs => %s), %s,"
-                " %s)",
-                (video_id, status, f"videos/2025/12/29/{video_id}_v.mp4", age, code, f"job-{video_id}"),
-            )
-    return url
-
-
 def test_stale_runs_are_resubmitted_one_job_per_video(stack, analyses, capsys):
     assert run(["--stale", "--database-url", analyses]) == 0
     jobs = sorted(stack.jobs(), key=lambda job: job["jobName"])
