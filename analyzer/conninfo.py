@@ -33,6 +33,7 @@ INTEGERS = (
     "tcp_user_timeout",
 )
 _INTEGER = re.compile(r"\s*-?[0-9]+\s*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def parse_database_url(text: str) -> str:
@@ -51,10 +52,6 @@ def parse_database_url(text: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
         raise ValueError("must look like postgresql://user:password@host:port/dbname")
-    try:
-        parts.port  # raises on a non-numeric port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
     from psycopg import Error
     from psycopg.conninfo import conninfo_to_dict
 
@@ -69,7 +66,17 @@ def parse_database_url(text: str) -> str:
     for name in INTEGERS:
         if name in params and not _INTEGER.fullmatch(str(params[name])):
             raise ValueError(f"{name} must be an integer")
+    _check_ports(str(params.get("port") or ""))
     return url
+
+
+def _check_ports(ports: str) -> None:
+    """libpq's port list, one per host of a multi-host URL (``h1:1,h2:5432`` gives ``1,5432``; an
+    empty entry is the default port): each a TCP port, 1-65535. Port 0 would be a connection
+    failure at every attempt (exit 75, retried), not the settings error it is."""
+    for port in ports.split(","):
+        if port.strip() and not (_PORT.fullmatch(port.strip()) and 1 <= int(port) <= 65535):
+            raise ValueError(f"has an invalid port {port.strip()!r} (a port is 1-65535)")
 
 
 def _without_secrets(text: str, url: str) -> str:

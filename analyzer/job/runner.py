@@ -25,7 +25,7 @@ from analyzer.analysis.control import Control
 from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interrupted, LockLost
 from analyzer.events import AnalysisResult, Event
 from analyzer.job.shutdown import StopSignals
-from analyzer.settings import Settings
+from analyzer.settings import Settings, check_writable
 from models.files import publish
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,13 @@ class Job:
 
     def run(self) -> ExitCode:
         s = self.settings
+        with_database = bool(s.database_url) or self._store_factory is not None
+        check_writable(s, lock_dir=not with_database)  # exit 2 now, not after the analysis
         with StopSignals() as signals:
             signals.on_force = self._forced_exit
             control = _RunControl(signals)
             try:
-                if s.database_url or self._store_factory is not None:
+                if with_database:
                     return self._run_with_database(control)
                 return self._run_locally(control)
             except AnalyzerError as exc:
