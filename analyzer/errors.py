@@ -94,6 +94,10 @@ class LockLost(InfrastructureError):
     """The advisory-lock connection died or another run took the video over."""
 
 
+class HeartbeatLost(InfrastructureError):
+    """The heartbeat's own session failed: the lock may still be held, but no one can tell."""
+
+
 class Interrupted(AnalyzerError):
     """SIGTERM arrived; the run stops without writing."""
 

@@ -81,3 +81,31 @@ def test_a_multi_host_url_uses_the_host_that_answers(video, database_url):
     assert done.returncode == ExitCode.OK, done.stderr[-2000:]
     [row] = query(database_url, "SELECT status, events FROM video_analyses WHERE video_id = 19")
     assert (row["status"], row["events"]) == ("succeeded", 4)
+
+
+# Issue 19 item 6: killing only the heartbeat's session was reported as "lock lost", though the
+# lock session still held the lock. The run stops (no duplicate can hear it any more), says which
+# session failed, and, its lock session being alive, records why on its row (exit 75, retried).
+
+
+def test_a_killed_heartbeat_session_is_named_and_the_lock_session_records_the_failure(video, database_url):
+    env = procs.worker_env(
+        DATABASE_URL=database_url,
+        TEST_ANALYSIS_STEPS="100",
+        TEST_ANALYSIS_PAUSE="0.1",
+        ANALYZER_HEARTBEAT_INTERVAL="0.2",
+    )
+    worker = procs.start(["run", str(video), "--video-id", "19"], env)
+    beating = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'analyzer:%%:hb'"
+    [session] = procs.wait_for(lambda: query(database_url, beating), what="the heartbeat session")
+    query(database_url, "SELECT pg_terminate_backend(%s, 5000)", session["pid"])
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == ExitCode.RETRYABLE, err[-2000:]
+    [error] = [json.loads(line) for line in err.splitlines() if '"level": "ERROR"' in line]
+    assert error["message"].startswith("heartbeat session failed: terminating connection due to administrator command")
+    assert "terminating connection" in error["message"] and "lock lost" not in error["message"]
+    assert "(the lock session, backend " in error["message"] and "was not checked); not writing" in error["message"]
+    [row] = query(database_url, "SELECT status, exit_code, error FROM video_analyses WHERE video_id = 19")
+    assert (row["status"], row["exit_code"]) == ("failed", ExitCode.RETRYABLE)
+    assert row["error"].startswith("heartbeat session failed")
+    assert not query(database_url, "SELECT 1 FROM events")
