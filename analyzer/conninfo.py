@@ -90,11 +90,11 @@ def _without_secrets(text: str, url: str) -> str:
 def mask_tokens(text: str, secrets: Iterable[str]) -> str:
     """``text`` with each occurrence of a secret that stands as a token of its own replaced by ``***``.
 
-    A secret is a token where it is not glued to letters, digits or ``_`` (directly, or by a dot
-    between them): in a URL's userinfo (``:pw@``), after ``password=``, in a JSON value or a quoted
-    string, or as a word. So the password ``1`` is hidden in ``app:1@db``, ``password=1`` and
-    ``is 1.``, but leaves ``video_id 1021``, ``127.0.0.1`` and ``postgresql`` whole, where replacing
-    substrings printed ``***02***``. Each secret is also
+    A secret is a token where it is not glued to letters, digits or ``_`` (nor, for a digit, by a
+    dot to another digit): in a URL's userinfo (``:pw@``), after ``password=``, in a JSON value or a
+    quoted string, in a file name (``clip-<pw>.mp4``), or as a word. So the password ``1`` is hidden
+    in ``app:1@db``, ``password=1`` and ``is 1.``, but leaves ``video_id 1021``, ``127.0.0.1`` and
+    ``postgresql`` whole, where replacing substrings printed ``***02***``. Each secret is also
     matched as JSON and ``repr`` escape it (a quote or a backslash in a password).
     """
     pattern = _token_pattern(frozenset(secrets))
@@ -115,9 +115,9 @@ def _token_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
 
     def token(spelling: str) -> str:
         # a boundary is needed only where the secret's own edge is a word character; a dot between
-        # word characters glues too (an address 127.0.0.1, a decimal 1.5), one ending a sentence not
-        left = r"(?<!\w)(?<!\w\.)" if _WORD.match(spelling[0]) else ""
-        right = r"(?!\w)(?!\.\w)" if _WORD.match(spelling[-1]) else ""
+        # digits glues too (an address 127.0.0.1, a decimal 1.5), but not after a word: clip-<pw>.mp4
+        left = (r"(?<!\w)" + (r"(?<!\d\.)" if spelling[0].isdigit() else "")) if _WORD.match(spelling[0]) else ""
+        right = (r"(?!\w)" + (r"(?!\.\d)" if spelling[-1].isdigit() else "")) if _WORD.match(spelling[-1]) else ""
         return left + re.escape(spelling) + right
 
     return re.compile("|".join(token(s) for s in sorted(spellings, key=len, reverse=True)))

@@ -288,7 +288,9 @@ def _body_objects(body: Mapping[str, Any], video: Mapping[str, Any] | None) -> l
             raise InputRejected(
                 f"conflict: video.key names {_object_label(stated)} but Records name {_object_label(other)}"
             )
-        return [objects[0] if objects and objects[0].bucket else stated]
+        if len(set(objects)) > 1:  # the key in two buckets: which one video.key meant is unknown
+            raise InputRejected(f"conflict: video.key names one object but Records name {len(set(objects))}")
+        return [objects[0] if objects else stated]
     bucket = video.get("bucket")
     other = next((obj for obj in objects if bucket and obj.bucket != bucket), None)
     if other is not None:

@@ -302,6 +302,21 @@ def test_an_event_with_only_removals_names_nothing_and_is_no_failure():
             "conflict: video.key names 's3://other/videos/a.mp4' but Records name 's3://uploads/videos/a.mp4'",
         ),
         (
+            record(
+                {
+                    "video": {"id": 7, "key": "videos/a.mp4"},
+                    "Records": s3_body("videos/a.mp4")["Records"]
+                    + [
+                        {
+                            "eventName": "ObjectCreated:Put",
+                            "s3": {"bucket": {"name": "b2"}, "object": {"key": "videos/a.mp4"}},
+                        }
+                    ],
+                }
+            ),
+            "conflict: video.key names one object but Records name 2",
+        ),
+        (
             record({"video": {"bucket": "other"}, **s3_body("videos/a.mp4")}, video_id="7"),
             "conflict: video.bucket 'other' but Records name 's3://uploads/videos/a.mp4'",
         ),

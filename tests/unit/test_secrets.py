@@ -121,6 +121,8 @@ def test_secrets_in_the_environment_are_registered(clean_secrets):
         ("libpq said: password '1' rejected", "libpq said: password '***' rejected"),
         ("the password is 1.", "the password is ***."),
         ("p, then 1", "***, then ***"),
+        ("input /tmp/clip-p.mp4: no such file", "input /tmp/clip-***.mp4: no such file"),
+        ("secret 1.mp4 and /tmp/1.txt", "secret ***.mp4 and /tmp/***.txt"),
         ("video 1021 (video_id=1021) from mysql:// or postgresql://h:15432/x", None),
         ("run 1f0c-21 at 10:21:11 on 127.0.0.1, job_1, v1.1, 1_000, 1.5 s, pid p1", None),
     ],
