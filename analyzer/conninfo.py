@@ -11,7 +11,10 @@ Light: psycopg is imported only when a URL is checked (a run with a database nee
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 # libpq's parameters with a fixed set of values (libpq 16/17), which its parser does not check
@@ -33,6 +36,8 @@ INTEGERS = (
     "tcp_user_timeout",
 )
 _INTEGER = re.compile(r"\s*-?[0-9]+\s*")
+_PORT = re.compile(r"[0-9]{1,5}")
+_WORD = re.compile(r"\w")
 
 
 def parse_database_url(text: str) -> str:
@@ -51,10 +56,6 @@ def parse_database_url(text: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
         raise ValueError("must look like postgresql://user:password@host:port/dbname")
-    try:
-        parts.port  # raises on a non-numeric port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
     from psycopg import Error
     from psycopg.conninfo import conninfo_to_dict
 
@@ -69,13 +70,57 @@ def parse_database_url(text: str) -> str:
     for name in INTEGERS:
         if name in params and not _INTEGER.fullmatch(str(params[name])):
             raise ValueError(f"{name} must be an integer")
+    _check_ports(str(params.get("port") or ""))
     return url
 
 
+def _check_ports(ports: str) -> None:
+    """libpq's port list, one per host of a multi-host URL (``h1:1,h2:5432`` gives ``1,5432``; an
+    empty entry is the default port): each a TCP port, 1-65535. Port 0 would be a connection
+    failure at every attempt (exit 75, retried), not the settings error it is."""
+    for port in ports.split(","):
+        if port.strip() and not (_PORT.fullmatch(port.strip()) and 1 <= int(port) <= 65535):
+            raise ValueError(f"has an invalid port {port.strip()!r} (a port is 1-65535)")
+
+
 def _without_secrets(text: str, url: str) -> str:
-    for secret in sorted(url_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return mask_tokens(text, url_secrets(url))
+
+
+def mask_tokens(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each occurrence of a secret that stands as a token of its own replaced by ``***``.
+
+    A secret is a token where it is not glued to letters, digits or ``_`` (nor, for a digit, by a
+    dot to another digit): in a URL's userinfo (``:pw@``), after ``password=``, in a JSON value or a
+    quoted string, in a file name (``clip-<pw>.mp4``), or as a word. So the password ``1`` is hidden
+    in ``app:1@db``, ``password=1`` and ``is 1.``, but leaves ``video_id 1021``, ``127.0.0.1`` and
+    ``postgresql`` whole, where replacing substrings printed ``***02***``. Each secret is also
+    matched as JSON and ``repr`` escape it (a quote or a backslash in a password).
+    """
+    pattern = _token_pattern(frozenset(secrets))
+    return pattern.sub("***", text) if pattern is not None else text
+
+
+@functools.lru_cache(maxsize=16)
+def _token_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    spellings = {
+        spelling
+        for secret in secrets
+        if secret
+        for spelling in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1])
+        if spelling
+    }
+    if not spellings:
+        return None
+
+    def token(spelling: str) -> str:
+        # a boundary is needed only where the secret's own edge is a word character; a dot between
+        # digits glues too (an address 127.0.0.1, a decimal 1.5), but not after a word: clip-<pw>.mp4
+        left = (r"(?<!\w)" + (r"(?<!\d\.)" if spelling[0].isdigit() else "")) if _WORD.match(spelling[0]) else ""
+        right = (r"(?!\w)" + (r"(?!\.\d)" if spelling[-1].isdigit() else "")) if _WORD.match(spelling[-1]) else ""
+        return left + re.escape(spelling) + right
+
+    return re.compile("|".join(token(s) for s in sorted(spellings, key=len, reverse=True)))
 
 
 SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})  # libpq's parameters that hold secrets

@@ -6,16 +6,17 @@ The exit code is the worker's contract with AWS Batch (``retryStrategy.evaluateO
 code  name                     retry?     meaning
 ====  =======================  =========  ==================================================
 0     OK                       -          analysed, or skipped as a duplicate / already done
-2     BAD_SETTINGS             no         a setting is missing or invalid
+2     BAD_SETTINGS             no         a setting is missing, invalid or given twice apart,
+                                          its folder unwritable, refused by the database
 3     INPUT_NOT_FOUND          no         the input does not exist, is refused as invalid by S3,
-                                          or is not a regular file
+                                          is not a regular file, or a symlink loop
 4     ACCESS_DENIED            no         S3 refused access to the object
 5     UNDECODABLE_VIDEO        no         no decodable video frame in the input
 6     INPUT_REJECTED           no         over the resolution or duration limit
 7     VIDEO_MISMATCH           no         video_id does not match the videos table
 8     MODEL_WEIGHTS            no         model weights missing or corrupt (sha256)
 9     INTERNAL_ERROR           no         a bug: an unexpected exception
-75    RETRYABLE                yes        database/S3 unreachable, lock lost, CUDA OOM,
+75    RETRYABLE                yes        database/S3 unreachable, lock or heartbeat lost, CUDA OOM,
                                           input changed while read, local disk full
 143   INTERRUPTED              no         stopped by SIGTERM (cancel, Spot reclaim)
 ====  =======================  =========  ==================================================
@@ -92,6 +93,10 @@ class InfrastructureError(AnalyzerError):
 
 class LockLost(InfrastructureError):
     """The advisory-lock connection died or another run took the video over."""
+
+
+class HeartbeatLost(InfrastructureError):
+    """The heartbeat's own session failed: the lock may still be held, but no one can tell."""
 
 
 class Interrupted(AnalyzerError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from analyzer.conninfo import mask_url, url_secrets
+from analyzer.conninfo import mask_tokens, mask_url, url_secrets
 
 CONTEXT: dict[str, Any] = {}  # video_id, run_id, batch_job_id: added to every record
 _SECRETS: set[str] = set()
@@ -32,10 +32,9 @@ def register_secret(secret: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***`` (longest first)."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every registered secret replaced by ``***`` where it stands as a token
+    (``conninfo.mask_tokens``: a short password never eats the digits of a video id)."""
+    return mask_tokens(text, _SECRETS)
 
 
 def register_url_secrets(url: str | None) -> None:

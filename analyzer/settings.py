@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -104,6 +105,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _decoder(text: str) -> str:
+    """A decoder name; ``nvdec`` only where PyNvVideoCodec is installed (else it would fail after the
+    download, as a bug). Whether it loads and CUDA is there is checked when the reader opens."""
+    value = _choice("auto", "opencv", "pyav", "nvdec")(text)
+    if value == "nvdec" and importlib.util.find_spec("PyNvVideoCodec") is None:
+        raise ValueError("nvdec needs PyNvVideoCodec, which is not installed (extra nvdec); use auto, opencv or pyav")
+    return value
+
+
 def _flag(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -195,8 +205,8 @@ SPECS: tuple[Spec, ...] = (
         "decoder",
         "--decoder",
         ("ANALYZER_DECODER",),
-        _choice("auto", "opencv", "pyav", "nvdec"),
-        help="video decoding backend",
+        _decoder,
+        help="video decoding backend: auto, opencv, pyav, nvdec (needs PyNvVideoCodec)",
     ),
     Spec(
         "max_pixels",
@@ -357,9 +367,12 @@ def _raw_value(spec: Spec, args: argparse.Namespace, env: Mapping[str, str]) -> 
     flag_value = getattr(args, attr, None)
     if flag_value is not None:
         return flag_value, spec.flag if spec.flag != "input" else "the input argument"
-    for name in spec.envs:
-        if name in env:
-            return env[name], name
+    given = [name for name in spec.envs if name in env]
+    if len({env[name].strip() for name in given}) > 1:  # video_id=52 beside VIDEO_ID=53: neither is sure
+        values = " and ".join(f"{name}={env[name]!r}" for name in given)
+        raise SettingsError(f"conflicting settings: {values} disagree; set one of them")
+    if given:
+        return env[given[0]], given[0]
     return None, " / ".join(spec.envs)
 
 
@@ -392,3 +405,32 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> S
     except (SettingsError, ValueError) as exc:
         raise SettingsError(f"invalid setting VideoKey: {exc} (expected s3://bucket/key or a key)") from None
     return settings
+
+
+def check_writable(s: Settings, *, lock_dir: bool) -> None:
+    """Try now each folder the run will write in, so that an unusable one is exit 2 before the lock
+    and the analysis, not an internal error after an hour of GPU time: the folders of ``--json``
+    and ``--contact-sheet`` (created when missing, as their writers would) and, when ``lock_dir``
+    (a run without a database), the lock folder. The folder is tried with a temporary file, not
+    ``os.access``: it tells a read-only mount or a path under a regular file apart for root too.
+
+    Raises:
+        SettingsError: naming the setting and why its folder cannot be written.
+    """
+    targets: list[tuple[str, Path, Path | None]] = []
+    if s.json_path is not None and str(s.json_path) != "-":
+        targets.append(("json_path", s.json_path.parent, s.json_path))
+    if s.contact_sheet is not None:
+        targets.append(("contact_sheet", s.contact_sheet.parent, s.contact_sheet))
+    if lock_dir:
+        targets.append(("lock_dir", s.lock_dir, None))
+    for field, folder, file in targets:
+        where = " / ".join((*spec(field).envs, spec(field).flag))
+        if file is not None and file.is_dir():
+            raise SettingsError(f"invalid setting {where}: {file} is a directory")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise SettingsError(f"invalid setting {where}: cannot write in {folder} ({exc.strerror or exc})") from None

@@ -16,8 +16,14 @@ therefore never guesses, and submits one job per video per batch:
    and carries ``VideoKey``/``video_id`` in its environment (containerOverrides) and tags. One
    object given two different ids in one batch is a conflict: every message naming it fails,
    with one log line. A key with control characters (a NUL byte, a newline) is refused.
+   Nothing that disagrees is settled by a guess: a message whose body ``video.id`` and
+   ``video_id`` attribute differ, whose ``video.key`` (or ``video.bucket``) names another object
+   than its S3 ``Records``, or with an S3 record that has no ``eventName`` (an upload cannot be
+   told from a removal) fails on its own, its log line saying ``conflict: ...`` or what is missing.
+   Grouping is linear in the records (a batch may name one key thousands of times).
 3. Each record's failure is its own: unresolvable or malformed messages (anything at all that
-   goes wrong with one, a body of 1000 ``[`` included) and those whose job could not be
+   goes wrong with one, a body nested 100,000 deep or an SNS ``Message`` that is not a string
+   included, in one line without a traceback) and those whose job could not be
    submitted are returned as ``batchItemFailures``, so only they go back to the queue (the event
    source mapping must have ``ReportBatchItemFailures`` on), and after the queue's
    ``maxReceiveCount`` to its dead-letter queue; the other records of the batch get their jobs.
@@ -166,10 +172,15 @@ class DispatchResult:
 
     jobs: dict[int, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    _failed: set[str] = field(default_factory=set, repr=False, compare=False)  # the same ids, to look up
 
     def fail(self, message_id: str) -> None:
-        if message_id not in self.failures:
+        if message_id not in self._failed:
+            self._failed.add(message_id)
             self.failures.append(message_id)
+
+    def failed(self, message_id: str) -> bool:
+        return message_id in self._failed
 
     def response(self) -> dict[str, Any]:
         """The Lambda response for SQS partial batch failure reporting."""
@@ -200,8 +211,13 @@ def _load_body(text: str) -> Any:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputRejected(f"body is not JSON ({exc.msg})") from exc
+    except RecursionError:  # json recurses once per level: a body of 100,000 [ is refused, not a bug
+        raise InputRejected("body is nested too deeply to read") from None
     if isinstance(body, dict) and body.get("Type") == "Notification" and "Message" in body:
-        return _load_body(body["Message"])  # SNS envelope
+        message = body["Message"]  # SNS envelope: the message is a JSON document in a string
+        if not isinstance(message, str):
+            raise InputRejected(f"SNS notification: Message is a {type(message).__name__}, not a string")
+        return _load_body(message)
     return body
 
 
@@ -212,12 +228,14 @@ def s3_objects(records: Any) -> list[StoredObject]:
     objects = []
     for record in records:
         try:
-            name = record.get("eventName", "")
+            name = record.get("eventName")
             bucket = record["s3"]["bucket"]["name"]
             key = unquote_plus(record["s3"]["object"]["key"])  # S3 sends keys form-encoded
         except (AttributeError, KeyError, TypeError) as exc:
             raise InputRejected(f"S3 record without s3.bucket.name/s3.object.key ({exc!r})") from exc
-        if not str(name).startswith("ObjectCreated"):
+        if not isinstance(name, str) or not name:  # S3 always names it: guessing "created" may analyse a removal
+            raise InputRejected("S3 record without eventName: cannot tell an upload from a removal")
+        if not name.startswith("ObjectCreated"):
             log.info("s3://%s/%s: %s event ignored", bucket, ascii(key), name)
             continue
         objects.append(checked_object(bucket, key))
@@ -244,6 +262,42 @@ def _attribute_id(record: Mapping[str, Any]) -> int | None:
     return positive_id(attribute.get("stringValue"), "message attribute video_id")
 
 
+def _stated_id(video: Mapping[str, Any] | None, record: Mapping[str, Any]) -> tuple[int | None, str]:
+    """The id the message states and where: body ``video.id`` or the ``video_id`` attribute; both
+    may be given only when they agree (InputRejected naming the conflict otherwise)."""
+    body = positive_id(video["id"], "body video.id") if video is not None and "id" in video else None
+    attribute = _attribute_id(record)
+    if body is not None and attribute is not None and body != attribute:
+        raise InputRejected(f"conflict: body video.id {body} and message attribute video_id {attribute} disagree")
+    if body is not None:
+        return body, "body video.id"
+    return attribute, "message attribute video_id" if attribute is not None else ""
+
+
+def _body_objects(body: Mapping[str, Any], video: Mapping[str, Any] | None) -> list[StoredObject]:
+    """The objects a body names: its S3 ``Records``, or the web app's ``video.key``. When both are
+    given they must name the same object (the one ``Records`` names, with its bucket); a
+    ``video.bucket`` beside ``Records`` must be theirs. A disagreement is InputRejected."""
+    objects = s3_objects(body["Records"]) if "Records" in body else []
+    if video is None:
+        return objects
+    if video.get("key"):
+        stated = _stated_object(str(video["key"]), video.get("bucket"))
+        other = next((obj for obj in objects if not obj.same_as(stated)), None)
+        if other is not None:
+            raise InputRejected(
+                f"conflict: video.key names {_object_label(stated)} but Records name {_object_label(other)}"
+            )
+        if len(set(objects)) > 1:  # the key in two buckets: which one video.key meant is unknown
+            raise InputRejected(f"conflict: video.key names one object but Records name {len(set(objects))}")
+        return [objects[0] if objects else stated]
+    bucket = video.get("bucket")
+    other = next((obj for obj in objects if bucket and obj.bucket != bucket), None)
+    if other is not None:
+        raise InputRejected(f"conflict: video.bucket {bucket!r} but Records name {_object_label(other)}")
+    return objects
+
+
 def parse_message(record: Mapping[str, Any]) -> list[Request]:
     """The objects one SQS record names, with the id its body or attribute states (if any).
 
@@ -263,15 +317,8 @@ def parse_message(record: Mapping[str, Any]) -> list[Request]:
     video = body.get("video")
     if video is not None and not isinstance(video, dict):
         raise InputRejected("body field video is not an object")
-    objects = s3_objects(body["Records"]) if "Records" in body else []
-    if video is not None and video.get("key"):
-        objects = [_stated_object(str(video["key"]), video.get("bucket"))]
-    stated, source = None, ""
-    if video is not None and "id" in video:
-        stated, source = positive_id(video["id"], "body video.id"), "body video.id"
-    if stated is None:
-        stated = _attribute_id(record)
-        source = "message attribute video_id" if stated is not None else ""
+    objects = _body_objects(body, video)
+    stated, source = _stated_id(video, record)
     if not objects and "Records" not in body:
         raise InputRejected("body names no object: neither S3 Records nor video.key")
     if stated is not None and len(objects) != 1:
@@ -350,31 +397,70 @@ def _object_label(obj: StoredObject) -> str:
     return ascii(f"s3://{obj.bucket}/{obj.key}" if obj.bucket else obj.key)
 
 
+def _by_key_and_bucket(requests: Iterable[Request]) -> dict[str, dict[str | None, list[Request]]]:
+    """Requests by key, then by bucket (None: a message that named no bucket), in arrival order.
+    ``StoredObject.same_as`` is then whole groups: a bucket's group and the None group of its key."""
+    groups: dict[str, dict[str | None, list[Request]]] = {}
+    for request in requests:
+        groups.setdefault(request.obj.key, {}).setdefault(request.obj.bucket, []).append(request)
+    return groups
+
+
 def find_conflicts(requests: list[Request], result: DispatchResult) -> list[Request]:
     """The requests without conflicts: an object stated with two different ids in one batch
-    fails every message that names it (one log line per object), since no id can be trusted."""
-    by_key: dict[str, list[Request]] = {}
-    for request in requests:
-        by_key.setdefault(request.obj.key, []).append(request)
+    fails every message that names it (one log line per object), since no id can be trusted.
+
+    Linear in the requests (10,000 naming one key once took 19 s, each compared with each): the
+    objects that are ``same_as`` one another are found as groups by key and bucket.
+    """
     conflicted: set[int] = set()
-    for same_key in by_key.values():
-        for request in same_key:
-            named = [r for r in same_key if r.obj.same_as(request.obj)]
-            ids = sorted({r.video_id for r in named if r.video_id is not None})
-            if len(ids) < 2 or id(request) in conflicted:
+    for by_bucket in _by_key_and_bucket(requests).values():
+        ids = {bucket: {r.video_id for r in group if r.video_id is not None} for bucket, group in by_bucket.items()}
+        unnamed = by_bucket.get(None, [])
+        for bucket, group in by_bucket.items():
+            if id(group[0]) in conflicted:  # a group conflicts whole: its requests name one object
+                continue
+            if bucket is None:  # no bucket: the same as this key in every bucket
+                named, named_ids = [r for g in by_bucket.values() for r in g], set().union(*ids.values())
+            else:
+                named, named_ids = group + unnamed, ids[bucket] | ids.get(None, set())
+            if len(named_ids) < 2:
                 continue
             conflicted.update(id(r) for r in named)
             messages = sorted({r.message_id for r in named})
             log.error(
-                "conflict: %s is given video ids %s by messages %s in one batch; all %d returned to the queue",
-                _object_label(request.obj),
-                ids,
-                ", ".join(messages),
+                "conflict: %s is given video ids [%s] by messages %s in one batch; all %d returned to the queue",
+                _object_label(group[0].obj),
+                _first(sorted(named_ids)),
+                _first(messages),
                 len(messages),
             )
             for message_id in messages:
                 result.fail(message_id)
-    return [r for r in requests if id(r) not in conflicted and r.message_id not in result.failures]
+    return [r for r in requests if id(r) not in conflicted and not result.failed(r.message_id)]
+
+
+def _first(items: list[Any], shown: int = 10) -> str:
+    """A list for a log line, at most ``shown`` items of it (a batch may name one key 10,000 times)."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(str(item) for item in items[:shown]) + more
+
+
+def _sibling_ids(stated: list[Request]) -> Callable[[StoredObject], set[int]]:
+    """The ids stated in this batch for objects ``same_as`` a given one, looked up, not searched."""
+    ids = {
+        key: {bucket: {r.video_id for r in group if r.video_id is not None} for bucket, group in by_bucket.items()}
+        for key, by_bucket in _by_key_and_bucket(stated).items()
+    }
+    anywhere = {key: set().union(*by_bucket.values()) for key, by_bucket in ids.items()}
+
+    def siblings(obj: StoredObject) -> set[int]:
+        if obj.bucket is None:
+            return anywhere.get(obj.key, set())
+        by_bucket = ids.get(obj.key, {})
+        return by_bucket.get(obj.bucket, set()) | by_bucket.get(None, set())
+
+    return siblings
 
 
 def resolve(
@@ -386,9 +472,10 @@ def resolve(
     """Give each request a video id (order in the module docstring); failures go to ``result``."""
     requests = find_conflicts(requests, result)
     stated = [r for r in requests if r.video_id is not None]
+    sibling_ids = _sibling_ids(stated)
     resolved = list(stated)
     for request in (r for r in requests if r.video_id is None):
-        siblings = {s.video_id for s in stated if s.obj.same_as(request.obj)}
+        siblings = set(sibling_ids(request.obj))
         try:
             if len(siblings) == 1:
                 request.video_id, request.source = siblings.pop(), "same object in this batch"

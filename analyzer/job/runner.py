@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 from analyzer import logs
 from analyzer.analysis.control import Control
-from analyzer.errors import AnalyzerError, ExitCode, InfrastructureError, Interrupted, LockLost
+from analyzer.errors import AnalyzerError, ExitCode, HeartbeatLost, InfrastructureError, Interrupted, LockLost
 from analyzer.events import AnalysisResult, Event
 from analyzer.job.shutdown import StopSignals
-from analyzer.settings import Settings
+from analyzer.settings import Settings, check_writable
 from models.files import publish
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,12 @@ AnalyzeFn = Callable[[Path, Settings, Control], AnalysisResult]
 
 
 class RunHeartbeat(Protocol):
-    """A run's heartbeat: ``lost`` is set (with a ``reason``) when the run's lock is gone."""
+    """A run's heartbeat: ``lost`` is set (with a ``reason``) when the run's lock is gone, or when
+    the heartbeat's own session failed (``session`` says which: "lock" or "heartbeat")."""
 
     lost: threading.Event
     reason: str
+    session: str
 
     def start(self) -> None: ...
 
@@ -98,8 +100,11 @@ class _RunControl:
 
     def check(self) -> None:
         self.signals.check()
-        if self.heartbeat is not None and self.heartbeat.lost.is_set():
-            raise LockLost(f"lock lost: {self.heartbeat.reason}; not writing")
+        beat = self.heartbeat
+        if beat is not None and beat.lost.is_set():
+            if beat.session == "heartbeat":
+                raise HeartbeatLost(f"heartbeat session failed: {beat.reason}; not writing")
+            raise LockLost(f"lock lost: {beat.reason}; not writing")
 
 
 def default_analyze() -> AnalyzeFn:
@@ -149,11 +154,13 @@ class Job:
 
     def run(self) -> ExitCode:
         s = self.settings
+        with_database = bool(s.database_url) or self._store_factory is not None
+        check_writable(s, lock_dir=not with_database)  # exit 2 now, not after the analysis
         with StopSignals() as signals:
             signals.on_force = self._forced_exit
             control = _RunControl(signals)
             try:
-                if s.database_url or self._store_factory is not None:
+                if with_database:
                     return self._run_with_database(control)
                 return self._run_locally(control)
             except AnalyzerError as exc:

@@ -41,6 +41,8 @@ from analyzer.source.s3 import (
 
 logger = logging.getLogger(__name__)
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A path that can never name a file, whatever a retry does: bad input (exit 3), not a bug (9)
+_BAD_PATH = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,10 @@ def _head_local(ref: InputRef) -> InputHead:
         raise InfrastructureError(f"input {path}: {exc}") from exc
     except ValueError as exc:  # a FIFO, a device, a socket
         raise InputNotFound(f"input {path}: {exc}") from exc
+    except OSError as exc:
+        if exc.errno not in _BAD_PATH:
+            raise
+        raise InputNotFound(f"input {path}: {exc.strerror} (a symlink loop or a file used as a folder)") from exc
     return InputHead(ref=ref, fingerprint=f"sha256:{digest}:size:{size}", size=size)
 
 

@@ -25,7 +25,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from analyzer.errors import InfrastructureError
+from analyzer.errors import InfrastructureError, SettingsError
 
 CONNECT_TIMEOUT = 10  # seconds
 # A holder that vanished without closing its socket (instance lost) is noticed by the server
@@ -75,17 +75,45 @@ def server_options(url: str, settings: dict[str, int] = SERVER_SETTINGS) -> str:
 
 def connect(url: str, application_name: str, *, short: bool = False) -> psycopg.Connection[dict[str, Any]]:
     """An autocommit connection named for ``pg_stat_activity``, with keepalives on both ends and
-    the timeouts above (``short``: the tighter ones of a last status write)."""
+    the timeouts above (``short``: the tighter ones of a last status write).
+
+    Raises:
+        SettingsError: the server refused the URL's credentials or database (see ``refusal``).
+        InfrastructureError: the server is unreachable, or refused for any other reason.
+    """
     with translate_errors("connecting"):
-        return psycopg.connect(
-            url,
-            autocommit=True,
-            row_factory=dict_row,
-            connect_timeout=SHORT_CONNECT_TIMEOUT if short else CONNECT_TIMEOUT,
-            application_name=application_name[:63],
-            options=server_options(url, SHORT_SETTINGS if short else SERVER_SETTINGS),
-            **KEEPALIVES,
-        )
+        try:
+            return psycopg.connect(
+                url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=SHORT_CONNECT_TIMEOUT if short else CONNECT_TIMEOUT,
+                application_name=application_name[:63],
+                options=server_options(url, SHORT_SETTINGS if short else SERVER_SETTINGS),
+                **KEEPALIVES,
+            )
+        except psycopg.OperationalError as exc:
+            reason = refusal(str(exc))
+            if reason is not None:
+                raise SettingsError(f"invalid setting DATABASE_URL: the server refused it: {reason}") from exc
+            raise
+
+
+# A wrong password, user or database fails every attempt alike: a setting to fix (exit 2), not a retry
+# (75). libpq gives no SQLSTATE for a failed connection, so the server's message is matched (English,
+# the server's default lc_messages; in another language such a refusal stays retryable).
+_REFUSED = re.compile(
+    r"authentication failed for user|no pg_hba\.conf entry|(database|role) \"[^\"]*\" does not exist"
+    r"|fe_sendauth: no password supplied"
+)
+
+
+def refusal(message: str) -> str | None:
+    """The line of a connection error saying its settings were refused, without libpq's prefix."""
+    for line in message.splitlines():
+        if _REFUSED.search(line):
+            return line.rpartition("FATAL:")[2].strip() if "FATAL:" in line else line.strip()
+    return None
 
 
 def fetch_one(conn: psycopg.Connection, name: str, **params: Any) -> dict[str, Any] | None:

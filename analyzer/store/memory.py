@@ -42,6 +42,7 @@ class MemoryHeartbeat:
         self.store = store
         self.lost = threading.Event()
         self.reason = ""
+        self.session = "lock"
 
     def start(self) -> None:
         self.store.last_beat = time.monotonic()
@@ -49,8 +50,8 @@ class MemoryHeartbeat:
     def stop(self) -> None:
         pass
 
-    def lose(self, reason: str) -> None:
-        self.reason = reason
+    def lose(self, reason: str, session: str = "lock") -> None:
+        self.reason, self.session = reason, session
         self.lost.set()
 
 

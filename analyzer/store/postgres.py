@@ -247,6 +247,9 @@ class Heartbeat(threading.Thread):
 
     It uses a connection of its own, so it never races the lock connection; when the lock's
     backend is gone (terminated, network lost), ``lost`` is set and the run stops without writing.
+    When its own session fails, ``lost`` is set too, with ``session = "heartbeat"``: the lock may
+    still be held, but no duplicate can hear the run any more, so it stops the same way and the
+    error says which session failed.
     """
 
     def __init__(
@@ -257,15 +260,21 @@ class Heartbeat(threading.Thread):
         self.video_id, self.run_id, self.lock_pid, self.interval = video_id, run_id, lock_pid, interval
         self.lost = threading.Event()
         self.reason = ""
+        self.session = "lock"  # the session that failed: "lock", or "heartbeat" (its own)
         self._stop_beating = threading.Event()
 
     def run(self) -> None:
+        connected = False
         try:
             with db.connect(self.url, self.application_name + ":hb") as conn:
+                connected = True
                 while not self._stop_beating.wait(self.interval):
                     self.beat(conn)
-        except InfrastructureError as exc:
-            self._lose(str(exc))
+        except (InfrastructureError, SettingsError) as exc:  # its own session, not the lock's
+            # once connected, the server's own words (the query's name would read as the lock's)
+            cause = exc.__cause__ if connected and exc.__cause__ is not None else exc
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            self._lose(f"{detail} (the lock session, backend {self.lock_pid}, was not checked)", session="heartbeat")
 
     def beat(self, conn: psycopg.Connection) -> None:
         held = db.fetch_one(conn, "lock_held_by", pid=self.lock_pid, namespace=LOCK_NAMESPACE, video_id=self.video_id)
@@ -274,9 +283,9 @@ class Heartbeat(threading.Thread):
             return
         db.execute(conn, "heartbeat", video_id=self.video_id, run_id=self.run_id)
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, reason: str, session: str = "lock") -> None:
         if not self._stop_beating.is_set():
-            self.reason = reason
+            self.reason, self.session = reason, session
             self.lost.set()
             self._stop_beating.set()
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from analyzer.errors import SettingsError
 from analyzer.video.probe import VideoInfo
 from analyzer.video.readers.base import FrameReader
 from analyzer.video.readers.opencv import OpenCVReader
@@ -59,7 +60,12 @@ def open_reader(backend: str, path: Path, info: VideoInfo, *, threads: int = 0, 
     if backend == "pyav":
         return PyAVReader(path, info, threads=threads, name=name)
     if backend == "nvdec":
-        from analyzer.video.readers.nvdec import NvdecReader
+        from analyzer.video.readers import nvdec
 
-        return NvdecReader(path, info, name=name)
+        # chosen by name where it cannot run (no CUDA, the library does not load): a setting to fix
+        # (exit 2), not a bug (9); settings already refused it where PyNvVideoCodec is not installed
+        reason = nvdec.unavailable_reason()
+        if reason is not None:
+            raise SettingsError(f"invalid setting ANALYZER_DECODER / --decoder: nvdec cannot run here: {reason}")
+        return nvdec.NvdecReader(path, info, name=name)
     raise ValueError(f"unknown decoder backend {backend!r}")

@@ -86,3 +86,15 @@ def test_nvdec_counts_every_frame_and_rotates(rotated_video: Path, hamilton_vide
     frame = next(iter(FrameBatcher(rotated_video, backend="nvdec", sample_fps=0))).frames[0].cpu().numpy()
     assert frame.shape == (160, 96, 3)
     assert frame[:20, -12:].mean() > 200 and frame[:20, :12].mean() < 60
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: nvdec may run")
+def test_nvdec_chosen_where_it_cannot_run_is_a_settings_error(hamilton_video: Path):
+    """Issue 19 item 5: a decoder chosen by name that cannot run here was exit 9 with a traceback."""
+    from analyzer.errors import SettingsError
+    from analyzer.video.backend import open_reader
+
+    with pytest.raises(
+        SettingsError, match="^invalid setting ANALYZER_DECODER / --decoder: nvdec cannot run here: CUDA"
+    ):
+        open_reader("nvdec", hamilton_video, probe(hamilton_video))

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -163,7 +164,7 @@ def test_s3_event_records_give_one_request_each_with_decoded_keys():
             None,
             (BUCKET, "videos/a.mp4", 84, "body video.id"),
         ),
-        ({"video": {"id": "84", "key": "videos/a.mp4"}}, "7", (None, "videos/a.mp4", 84, "body video.id")),
+        ({"video": {"id": "84", "key": "videos/a.mp4"}}, "84", (None, "videos/a.mp4", 84, "body video.id")),
         (
             {"video": {"id": 84, "key": f"s3://{BUCKET}/videos/a.mp4"}},
             None,
@@ -175,9 +176,9 @@ def test_s3_event_records_give_one_request_each_with_decoded_keys():
             (BUCKET, "videos/a.mp4", 84, "body video.id"),
         ),
         (
-            {"video": {"id": 5, "key": "videos/app.mp4"}, **s3_body("videos/s3.mp4")},
+            {"video": {"id": 5, "key": "videos/a.mp4"}, **s3_body("videos/a.mp4", "videos/a.mp4")},
             None,
-            (None, "videos/app.mp4", 5, "body video.id"),
+            (BUCKET, "videos/a.mp4", 5, "body video.id"),
         ),
         (
             {"video": {"id": 5, "key": ""}, **s3_body("videos/s3.mp4")},
@@ -185,7 +186,7 @@ def test_s3_event_records_give_one_request_each_with_decoded_keys():
             (BUCKET, "videos/s3.mp4", 5, "body video.id"),
         ),
         (
-            {"video": {"bucket": "x"}, **s3_body("videos/s3.mp4")},
+            {"video": {"bucket": BUCKET}, **s3_body("videos/s3.mp4")},
             "7",
             (BUCKET, "videos/s3.mp4", 7, "message attribute video_id"),
         ),
@@ -225,13 +226,13 @@ def test_the_s3_test_event_is_ignored(caplog):
 
 def test_other_s3_events_are_skipped_and_the_created_object_kept(caplog):
     body = s3_body("videos/gone.mp4", event="ObjectRemoved:Delete")
-    body["Records"].append({"s3": {"bucket": {"name": BUCKET}, "object": {"key": "videos/%C3%A9.mp4"}}})
+    body["Records"] += s3_body("videos/%C3%A9.mp4", event="ObjectRestore:Post")["Records"]
     body["Records"] += s3_body("videos/new.mp4", event="ObjectCreated:CompleteMultipartUpload")["Records"]
     with caplog.at_level(logging.INFO, logger=dispatch.__name__):
         assert dispatch.parse_message(record(body)) == [Request("m1", StoredObject(BUCKET, "videos/new.mp4"))]
     assert lines(caplog, logging.INFO) == [
         "s3://uploads/'videos/gone.mp4': ObjectRemoved:Delete event ignored",
-        "s3://uploads/'videos/\\xe9.mp4':  event ignored",
+        "s3://uploads/'videos/\\xe9.mp4': ObjectRestore:Post event ignored",
     ]
 
 
@@ -273,6 +274,60 @@ def test_an_event_with_only_removals_names_nothing_and_is_no_failure():
             "message attribute video_id 3 given for 0 objects; need exactly one",
         ),
         (record({"video": {"id": 5, "key": "a\x00b"}}), r"S3 key 'a\x00b' contains control characters"),
+        # issue 19 item 6: what was logged as "unexpected RecursionError/TypeError" with a traceback
+        (record("[" * 100_000), "body is nested too deeply to read"),
+        (
+            record('{"video": {"id": 5, "key": "k", "x": ' + "[" * 5000 + "]" * 5000 + "}}"),
+            "body is nested too deeply to read",
+        ),
+        (
+            record({"Type": "Notification", "Message": {"video": {"id": 9, "key": "k"}}}),
+            "SNS notification: Message is a dict, not a string",
+        ),
+        # issue 19 item 6: disagreements within one message were settled silently
+        (
+            record({"video": {"id": 7, "key": "k"}}, video_id="8"),
+            "conflict: body video.id 7 and message attribute video_id 8 disagree",
+        ),
+        (
+            record({"video": {"id": 7, "key": "k"}}, video_id="x"),
+            "message attribute video_id must be a positive integer of ASCII digits, got 'x'",
+        ),
+        (
+            record({"video": {"id": 7, "key": "videos/b.mp4"}, **s3_body("videos/a.mp4")}),
+            "conflict: video.key names 'videos/b.mp4' but Records name 's3://uploads/videos/a.mp4'",
+        ),
+        (
+            record({"video": {"id": 7, "key": "s3://other/videos/a.mp4"}, **s3_body("videos/a.mp4")}),
+            "conflict: video.key names 's3://other/videos/a.mp4' but Records name 's3://uploads/videos/a.mp4'",
+        ),
+        (
+            record(
+                {
+                    "video": {"id": 7, "key": "videos/a.mp4"},
+                    "Records": s3_body("videos/a.mp4")["Records"]
+                    + [
+                        {
+                            "eventName": "ObjectCreated:Put",
+                            "s3": {"bucket": {"name": "b2"}, "object": {"key": "videos/a.mp4"}},
+                        }
+                    ],
+                }
+            ),
+            "conflict: video.key names one object but Records name 2",
+        ),
+        (
+            record({"video": {"bucket": "other"}, **s3_body("videos/a.mp4")}, video_id="7"),
+            "conflict: video.bucket 'other' but Records name 's3://uploads/videos/a.mp4'",
+        ),
+        (
+            record({"Records": [{"s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}]}),
+            "S3 record without eventName: cannot tell an upload from a removal",
+        ),
+        (
+            record({"Records": [{"eventName": 5, "s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}]}),
+            "S3 record without eventName: cannot tell an upload from a removal",
+        ),
     ],
 )
 def test_a_message_that_is_not_understood_is_rejected_saying_why(rec, message):
@@ -589,3 +644,67 @@ def test_records_without_message_id_return_the_whole_batch_after_the_others(batc
         for n in (0, 1)
     ]
     assert lines(caplog, logging.INFO)[-1] == "batch of 3 messages: jobs submitted 1, messages returned to the queue 0"
+
+
+# --- issue 19: a poison record in a whole batch, and batches that name one key many times ------
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000, json.dumps({"Type": "Notification", "Message": {"video": {"id": 9, "key": "k"}}})],
+)
+def test_a_poison_body_fails_its_record_in_one_line_and_the_batch_goes_on(body, batch, caplog):
+    records = [record(body, "bad"), record({"video": {"id": 7, "key": "videos/c.mp4"}}, "good")]
+    with caplog.at_level(logging.INFO, logger=dispatch.__name__):
+        result = dispatch.dispatch(records, DispatchSettings(QUEUE, DEFINITION), batch)
+    assert result.failures == ["bad"] and list(result.jobs) == [7]
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage().startswith("message bad: ") and "unexpected" not in error.getMessage()
+    assert error.exc_info is None
+
+
+def _many(n: int, video_id: Any = 5, stated_every: int = 1) -> list[dict[str, Any]]:
+    """``n`` records naming one key: every ``stated_every``-th states an id (a callable: per record)."""
+    ids = video_id if callable(video_id) else (lambda i: video_id)
+    return [
+        record(s3_body("videos/hot.mp4"), f"m{i}", video_id=str(ids(i)) if i % stated_every == 0 else None)
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("records", "jobs", "failed"),
+    [
+        (_many(10_000), [5], 0),  # one video, stated by every message
+        (_many(10_000, stated_every=2), [5], 0),  # half state it, half are resolved as its siblings
+        (_many(10_000, video_id=lambda i: 5 + i % 2), [], 10_000),  # two ids for one key: all fail
+    ],
+    ids=["stated", "siblings", "conflict"],
+)
+def test_ten_thousand_records_naming_one_key_are_grouped_in_linear_time(records, jobs, failed, batch, monkeypatch):
+    """Issue 19 item 7: 10,000 records naming one key took 19 s (every request compared with every
+    other). Counted: object comparisons stay within a few per record; timed: a generous bound."""
+    compared = 0
+    same_as = StoredObject.same_as
+
+    def counting(self: StoredObject, other: StoredObject) -> bool:
+        nonlocal compared
+        compared += 1
+        return same_as(self, other)
+
+    monkeypatch.setattr(StoredObject, "same_as", counting)
+    started = time.perf_counter()
+    result = dispatch.dispatch(records, DispatchSettings(QUEUE, DEFINITION), batch)
+    seconds = time.perf_counter() - started
+    assert sorted(result.jobs) == jobs and len(result.failures) == failed
+    assert compared <= 2 * len(records), compared
+    assert seconds < 3.0, f"{seconds:.1f} s"
+
+
+def test_a_conflict_over_many_messages_names_ten_of_them(caplog):
+    with caplog.at_level(logging.INFO, logger=dispatch.__name__):
+        dispatch.find_conflicts([request(f"m{i:02}", "k", 5 + i % 2) for i in range(25)], DispatchResult())
+    assert lines(caplog, logging.ERROR) == [
+        "conflict: 's3://uploads/k' is given video ids [5, 6] by messages "
+        "m00, m01, m02, m03, m04, m05, m06, m07, m08, m09 and 15 more in one batch; all 25 returned to the queue"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from urllib.parse import quote
 
 import pytest
@@ -104,3 +105,54 @@ def test_secrets_in_the_environment_are_registered(clean_secrets):
     )
     line = logs.scrub("keys wJalrXUtnFEMI/K7MDENG longpassword dbpass123 force=true")
     assert line == "keys *** *** *** force=true"
+
+
+# Issue 19 item 6: a short password was scrubbed wherever its characters appeared: with the
+# password ``1``, video 1021 was logged as ``***02***``. A secret is scrubbed as a token.
+
+
+@pytest.mark.parametrize(
+    "line,scrubbed",
+    [
+        ("to postgresql://app:1@db.internal:5432/videos", "to postgresql://app:***@db.internal:5432/videos"),
+        ("dsn host=db password=1 dbname=videos", "dsn host=db password=*** dbname=videos"),
+        ("?sslmode=require&password=1&x=2", "?sslmode=require&password=***&x=2"),
+        ('{"password": "1", "user": "app"}', '{"password": "***", "user": "app"}'),
+        ("libpq said: password '1' rejected", "libpq said: password '***' rejected"),
+        ("the password is 1.", "the password is ***."),
+        ("p, then 1", "***, then ***"),
+        ("input /tmp/clip-p.mp4: no such file", "input /tmp/clip-***.mp4: no such file"),
+        ("secret 1.mp4 and /tmp/1.txt", "secret ***.mp4 and /tmp/***.txt"),
+        ("video 1021 (video_id=1021) from mysql:// or postgresql://h:15432/x", None),
+        ("run 1f0c-21 at 10:21:11 on 127.0.0.1, job_1, v1.1, 1_000, 1.5 s, pid p1", None),
+    ],
+)
+def test_a_short_secret_is_scrubbed_as_a_token_never_inside_another(line, scrubbed, clean_secrets):
+    logs.register_url_secrets("postgresql://app:1@db.internal:5432/videos")
+    logs.register_secret("p")
+    assert logs.scrub(line) == (scrubbed or line)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_video_id_survives_a_one_character_password_in_a_real_log_line(clean_secrets, monkeypatch, capfd):
+    port = _closed_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:1@127.0.0.1:{port}/videos")
+    monkeypatch.setenv("ANALYZER_LOG_FORMAT", "json")
+    assert cli.main(["run", "videos/a.mp4", "--video-id", "1021", "--bucket", "uploads"]) == ExitCode.RETRYABLE
+    err = capfd.readouterr().err
+    [line] = [json.loads(text) for text in err.splitlines()]
+    assert line["video_id"] == 1021 and '"video_id": 1021' in err
+    assert f'server at "127.0.0.1", port {port} failed' in line["message"] and "***" not in err
+
+
+def test_a_secret_with_quotes_is_scrubbed_as_json_escapes_it(clean_secrets, capfd):
+    secret = 'pa"ss\\word'
+    logs.register_secret(secret)
+    logs.configure("json")
+    logging.getLogger("analyzer.test").error("password %s rejected", secret)
+    assert json.loads(capfd.readouterr().err)["message"] == "password *** rejected"

@@ -262,7 +262,7 @@ EVERY_FLAG = {
     "--min-gender-score": ("100", 100.0),
     "--device": ("cpu", "cpu"),
     "--precision": ("fp16", "fp16"),
-    "--decoder": ("nvdec", "nvdec"),
+    "--decoder": ("pyav", "pyav"),
     "--max-pixels": ("2", 2),
     "--max-duration": ("0.5", 0.5),
     "--min-face-px": ("0", 0.0),
@@ -319,9 +319,27 @@ def test_every_variable_is_read_when_no_flag_is_given():
     assert (s.batch_size, s.min_gender_score, s.json_path) == (32, settings.DEFAULT_MIN_GENDER_SCORE, None)
 
 
-def test_the_first_variable_of_a_setting_wins():
-    s = _resolve([], {"VideoKey": "first.mp4", "VIDEO_KEY": "second.mp4", "video_id": "1", "VIDEO_ID": "2"})
-    assert (s.video_key, s.video_id) == ("first.mp4", 1)
+def test_two_spellings_of_a_setting_that_agree_are_one_setting():
+    s = _resolve([], {"VideoKey": "first.mp4", "VIDEO_KEY": "first.mp4", "video_id": "52", "VIDEO_ID": "52"})
+    assert (s.video_key, s.video_id) == ("first.mp4", 52)
+
+
+@pytest.mark.parametrize(
+    "env,names",
+    [
+        ({"VideoKey": "a.mp4", "video_id": "52", "VIDEO_ID": "53"}, "video_id='52' and VIDEO_ID='53'"),
+        ({"VideoKey": "a.mp4", "VIDEO_KEY": "b.mp4", "video_id": "1"}, "VideoKey='a.mp4' and VIDEO_KEY='b.mp4'"),
+    ],
+)
+def test_two_spellings_of_a_setting_that_disagree_are_a_settings_error(env, names):
+    """Issue 19 item 6: video_id=52 beside VIDEO_ID=53 ran as 52, silently."""
+    with pytest.raises(SettingsError) as info:
+        _resolve([], env)
+    assert str(info.value) == f"conflicting settings: {names} disagree; set one of them"
+
+
+def test_a_flag_settles_two_spellings_that_disagree():
+    assert _resolve(["--video-id", "54"], {"VideoKey": "a.mp4", "video_id": "52", "VIDEO_ID": "53"}).video_id == 54
 
 
 def test_resolve_reads_the_process_environment_by_default(monkeypatch):
