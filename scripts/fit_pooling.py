@@ -105,104 +105,38 @@ def face_report(arrays: dict[str, np.ndarray], pooling: Pooling, temperature: fl
     }
 
 
-def load_videos(paths: list[str]) -> list[dict[str, Any]]:
-    """scripts/video_features.py's records, their matches parsed."""
-    records = []
-    for path in paths:
-        record = json.loads(Path(path).read_text())
-        record["matches"] = videoset.from_json(record["matches"])
-        records.append(record)
-    return records
-
-
-def appearance_rows(records: list[dict[str, Any]], temperature: float, pooling: Pooling) -> list[dict[str, Any]]:
-    """Per labelled appearance with a judgeable face: its matched faces' log-odds after quality and
-    their weights (none where the worker missed it or found no judgeable face)."""
-    rows = []
-    for record in records:
-        for m in record["matches"]:
-            if not m.label.judgeable:
-                continue
-            row = {
-                "video": record["name"],
-                "kind": record["kind"],
-                "half": record["half"],
-                "match": m,
-                "is_male": m.label.is_male,
-                "z": None,
-                "w": None,
-            }
-            if m.faces is not None and m.faces.judgeable.any():
-                j = m.faces.judgeable
-                logits = m.faces.gender_logit[j] * record["temperature"] / temperature
-                row["z"] = pooling.face_log_odds(logits, m.faces.face_px[j], m.faces.sharpness[j])
-                row["w"] = m.faces.weights[j]
-            rows.append(row)
-    return rows
-
-
-def pooled_scores(rows: list[dict[str, Any]], rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """(score percent, right) per appearance, pooled with ``rho``."""
-    scores, right = [], []
-    for r in rows:
-        pooling = Pooling(0.0, 0.0, rho, cal.AGE_CALIBRATIONS["cydral"], "")
-        logit = float(np.sum(r["w"] * r["z"]) / np.sum(r["w"])) * pooling.effective_faces(r["w"])
-        p = float(cal.sigmoid(logit))
-        scores.append(min(100.0 * max(p, 1 - p), 99.9))
-        right.append((p > 0.5) == r["is_male"])
-    return np.array(scores), np.array(right)
-
-
-def fit_appearances(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """(rho, least gender score) fitted on appearances with faces."""
-    judged = [r for r in rows if r["z"] is not None]
-    rho = cal.fit_rho([(r["z"], r["w"]) for r in judged], np.array([r["is_male"] for r in judged]))
-    scores, right = pooled_scores(judged, rho)
+def fit_appearances(rows: list[videoset.Judged]) -> tuple[float, float]:
+    """(rho, least gender score) fitted on the appearances that have faces."""
+    with_faces = [r for r in rows if r.z is not None]
+    rho = cal.fit_rho([(r.z, r.w) for r in with_faces], np.array([r.label.is_male for r in with_faces]))
+    scores, right = videoset.pooled_scores(with_faces, rho)
     return rho, cal.choose_min_score(scores, right, TARGET)
 
 
-def appearance_report(rows: list[dict[str, Any]], rho: float, min_score: float) -> dict[str, Any]:
-    """Answered share (of all labelled appearances with a judgeable face, missed ones unanswered)
-    and share right of the answered, at ``min_score``; reliability bins."""
-    judged = [r for r in rows if r["z"] is not None]
-    scores, right = pooled_scores(judged, rho) if judged else (np.zeros(0), np.zeros(0, bool))
-    answered = scores >= min_score
+def leave_one_video_out(rows: list[videoset.Judged], extra: list[videoset.Judged], age: Any) -> dict[str, Any]:
+    """Each real video scored with rho and threshold fitted on the other real videos plus ``extra``."""
+    per_video: dict[str, Any] = {}
+    scores: list[float] = []
+    right: list[bool] = []
+    said: list[bool] = []
+    answered = 0
+    for name in sorted({r.video for r in rows}):
+        rho, min_score = fit_appearances([r for r in rows if r.video != name] + extra)
+        figures = videoset.report([r for r in rows if r.video == name], rho, min_score, age)
+        per_video[name] = {k: v for k, v in figures.items() if k not in ("reliability", "scores", "right")}
+        per_video[name] |= {"rho": rho, "min_score": min_score}
+        scores += figures["scores"]
+        right += figures["right"]
+        said += [s >= min_score for s in figures["scores"]]
+        answered += figures["answered"]
+    right_a, said_a = np.array(right, bool), np.array(said, bool)
     return {
         "appearances": len(rows),
-        "judged": len(judged),
-        "answered": int(answered.sum()),
-        "answered_share": round(float(answered.sum()) / max(len(rows), 1), 3),
-        "right_of_answered": round(float(right[answered].mean()), 3) if answered.any() else None,
-        "right_at_min_score_0": round(float(right.mean()), 3) if len(right) else None,
-        "reliability": cal.reliability_bins(scores / 100.0, right),
-        "_scores": scores.tolist(),
-        "_right": right.tolist(),
-    }
-
-
-def leave_one_video_out(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each real video scored with rho and threshold fitted on the other real videos plus ``extra``."""
-    per_video, scores, right, answered, total = {}, [], [], 0, 0
-    for name in sorted({r["video"] for r in rows}):
-        mine = [r for r in rows if r["video"] == name]
-        rho, min_score = fit_appearances([r for r in rows if r["video"] != name] + extra)
-        figures = appearance_report(mine, rho, min_score)
-        per_video[name] = {k: v for k, v in figures.items() if not k.startswith("_")} | {
-            "rho": rho,
-            "min_score": min_score,
-        }
-        scores += figures["_scores"]
-        right += figures["_right"]
-        answered += figures["answered"]
-        total += figures["appearances"]
-    scores_a, right_a = np.array(scores), np.array(right, bool)
-    thresholds = [per_video[r["video"]]["min_score"] for r in rows if r["z"] is not None]
-    said = scores_a >= np.array(thresholds) if len(scores_a) else np.zeros(0, bool)
-    return {
-        "appearances": total,
-        "answered_share": round(answered / max(total, 1), 3),
-        "right_of_answered": round(float(right_a[said].mean()), 3) if said.any() else None,
-        "reliability": cal.reliability_bins(scores_a / 100.0, right_a),
+        "answered_share": round(answered / max(len(rows), 1), 3),
+        "right_of_answered": round(float(right_a[said_a].mean()), 3) if said_a.any() else None,
+        "reliability": cal.reliability_bins(np.array(scores) / 100.0, right_a),
+        "scores": scores,
+        "right": right,
         "per_video": per_video,
     }
 
@@ -247,26 +181,24 @@ def main() -> None:
         for label, row in figures["by_bin"].items():
             print("   ", label, row)
     if args.videos:
-        records = load_videos(args.videos)
-        rows = appearance_rows(records, temperature, pooling)
-        synthetic_fit = [r for r in rows if r["kind"] == "synthetic" and r["half"] == "fit"]
-        synthetic_held = [r for r in rows if r["kind"] == "synthetic" and r["half"] == "held_out"]
-        real = [r for r in rows if r["kind"] == "real"]
+        records = videoset.load_records(args.videos)
+        rows = videoset.judged(records, temperature, pooling)
+        synthetic_fit = [r for r in rows if r.kind == "synthetic" and r.half == "fit"]
+        synthetic_held = [r for r in rows if r.kind == "synthetic" and r.half == "held_out"]
+        real = [r for r in rows if r.kind == "real"]
         rho, min_score = fit_appearances(synthetic_fit + real)
         print(f"rho={rho} min_gender_score={min_score} (synthetic fit half + all real clips)")
         report["constants"] |= {"rho": rho, "min_gender_score": min_score}
         if real:
-            report["real videos, leave-one-video-out"] = leave_one_video_out(real, synthetic_fit)
+            report["real videos, leave-one-video-out"] = leave_one_video_out(real, synthetic_fit, age)
         if synthetic_held:
-            figures = appearance_report(synthetic_held, rho, min_score)
-            report["synthetic held-out tracks"] = {k: v for k, v in figures.items() if not k.startswith("_")}
+            report["synthetic held-out tracks"] = videoset.report(synthetic_held, rho, min_score, age)
         before = Pooling(0.0, 0.0, 1.0, cal.AGE_CALIBRATIONS["cydral"], "before")
-        old_rows = appearance_rows(records, OLD_TEMPERATURE, before)
+        old_rows = videoset.judged(records, OLD_TEMPERATURE, before)
         for name, kind in (("real videos, before", "real"), ("synthetic held-out tracks, before", "synthetic")):
-            mine = [r for r in old_rows if r["kind"] == kind and r["half"] in ("", "held_out")]
+            mine = [r for r in old_rows if r.kind == kind and r.half in ("", "held_out")]
             if mine:
-                figures = appearance_report(mine, 1.0, OLD_MIN_SCORE)
-                report[name] = {k: v for k, v in figures.items() if not k.startswith("_")}
+                report[name] = videoset.report(mine, 1.0, OLD_MIN_SCORE, before.age)
         for name in (
             "real videos, leave-one-video-out",
             "real videos, before",
@@ -274,7 +206,8 @@ def main() -> None:
             "synthetic held-out tracks, before",
         ):
             if name in report:
-                print(name, json.dumps({k: v for k, v in report[name].items() if k not in ("reliability",)}))
+                shown = {k: v for k, v in report[name].items() if k not in ("reliability", "scores", "right")}
+                print(name, json.dumps(shown))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -416,6 +416,13 @@ def fit_quality_temperature(
     return float(f"{best[1]:.3g}"), best[2], best[3]
 
 
+def effective_faces(weights: np.ndarray, rho: float) -> float:
+    """Independent faces' worth of evidence of faces weighing ``weights``: ``n / (1 + (n - 1) *
+    rho)`` with n their Kish count ``(sum w)^2 / sum w^2`` (>= 1 for any face)."""
+    n = float(np.sum(weights)) ** 2 / float(np.sum(np.square(weights)))
+    return n / (1.0 + (n - 1.0) * rho)
+
+
 def fit_rho(appearances: list[tuple[np.ndarray, np.ndarray]], is_male: np.ndarray) -> float:
     """The correlation ``rho`` in RHO_GRID of least negative log-likelihood of appearances pooled
     as ``mean_w(z) * n / (1 + (n - 1) * rho)`` (n: Kish count of w).
@@ -423,9 +430,11 @@ def fit_rho(appearances: list[tuple[np.ndarray, np.ndarray]], is_male: np.ndarra
     appearances: (z, w) per appearance: its faces' log-odds of male after their quality and weights.
     """
     means = np.array([float(np.sum(w * z) / np.sum(w)) for z, w in appearances])
-    counts = np.array([float(np.sum(w)) ** 2 / float(np.sum(np.square(w))) for _, w in appearances])
     is_male = np.asarray(is_male, dtype=bool)
-    scored = [(round(_nll(means * counts / (1.0 + (counts - 1.0) * rho), is_male, 1.0), 9), rho) for rho in RHO_GRID]
+    scored = []
+    for rho in RHO_GRID:
+        counts = np.array([effective_faces(w, rho) for _, w in appearances])
+        scored.append((round(_nll(means * counts, is_male, 1.0), 9), rho))
     return min(scored)[1]
 
 

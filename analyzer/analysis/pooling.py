@@ -41,6 +41,7 @@ from analyzer.analysis.calibration import (
     FULL_DETAIL_SHARPNESS,
     AgeCalibration,
     AgeCorrection,
+    effective_faces,
     quality_halvings,
     sigmoid,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "MALE",
     "Pooling",
     "POOLINGS",
+    "effective_faces",
     "face_weight",
     "frontal_pose",
     "judge",
@@ -98,8 +100,7 @@ class Pooling:
 
     def effective_faces(self, weights: np.ndarray) -> float:
         """Independent faces' worth of evidence of faces weighing ``weights`` (>= 1 for any face)."""
-        n = float(np.sum(weights)) ** 2 / float(np.sum(np.square(weights)))
-        return n / (1.0 + (n - 1.0) * self.rho)
+        return effective_faces(weights, self.rho)
 
     def log_odds(self, logits: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, weights: np.ndarray) -> float:
         """The appearance's log-odds of male from its judgeable faces' arrays (k,), k >= 1."""

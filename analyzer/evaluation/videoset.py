@@ -23,10 +23,23 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.analysis.pooling import AppearanceFaces
-from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range
+from analyzer.analysis.calibration import effective_faces, reliability_bins, sigmoid
+from analyzer.analysis.pooling import MAX_GENDER_SCORE, AppearanceFaces, Pooling
+from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range, fairface_bin
 
-__all__ = ["LabelledAppearance", "LabelledVideo", "Match", "load", "match", "analyse"]
+__all__ = [
+    "Judged",
+    "LabelledAppearance",
+    "LabelledVideo",
+    "Match",
+    "analyse",
+    "judged",
+    "load",
+    "load_records",
+    "match",
+    "pooled_scores",
+    "report",
+]
 
 MATCH_WINDOW_S = 0.5  # s; a face this near the label's time may match its box
 MATCH_IOU = 0.3  # least overlap of that face's box with the labelled box
@@ -172,6 +185,96 @@ def from_json(rows: list[dict[str, Any]]) -> list[Match]:
     return matches
 
 
-def label_interval(age_bin: str) -> tuple[int, int]:
-    """(first, last) year of a FairFace bin."""
-    return bin_range(age_bin)
+# -- scoring appearances --
+
+
+@dataclass
+class Judged:
+    """A labelled appearance with a judgeable face, and what its matched faces say under given
+    constants: ``z`` its judgeable faces' log-odds after quality, ``w`` their weights, ``age_probs``
+    their age distributions (all None where the worker missed it or found no judgeable face)."""
+
+    video: str
+    kind: str
+    half: str
+    label: LabelledAppearance
+    z: np.ndarray | None
+    w: np.ndarray | None
+    age_probs: np.ndarray | None
+
+
+def load_records(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """scripts/video_features.py's records (name, kind, half, temperature, matches), parsed."""
+    records = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        record["matches"] = from_json(record["matches"])
+        records.append(record)
+    return records
+
+
+def judged(records: list[dict[str, Any]], temperature: float, pooling: Pooling) -> list[Judged]:
+    """The labelled appearances with a judgeable face, their faces' evidence under ``temperature``
+    (the classifier's) and ``pooling``'s quality temperature; each record's faces were divided by
+    the temperature it names, which is undone first."""
+    rows = []
+    for record in records:
+        for m in record["matches"]:
+            if not m.label.judgeable:
+                continue
+            row = Judged(record["name"], record["kind"], record["half"], m.label, None, None, None)
+            if m.faces is not None and m.faces.judgeable.any():
+                j = m.faces.judgeable
+                logits = m.faces.gender_logit[j] * record["temperature"] / temperature
+                row.z = pooling.face_log_odds(logits, m.faces.face_px[j], m.faces.sharpness[j])
+                row.w = m.faces.weights[j]
+                row.age_probs = m.faces.age_probs[j]
+            rows.append(row)
+    return rows
+
+
+def pooled_scores(rows: list[Judged], rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """(gender score percent, right) of each row that has faces, pooled with ``rho``."""
+    scores, right = [], []
+    for row in rows:
+        if row.z is None or row.w is None:
+            continue
+        logit = float(np.sum(row.w * row.z) / np.sum(row.w)) * effective_faces(row.w, rho)
+        p = float(sigmoid(logit))
+        scores.append(min(100.0 * max(p, 1.0 - p), MAX_GENDER_SCORE))
+        right.append((p > 0.5) == row.label.is_male)
+    return np.array(scores), np.array(right, dtype=bool)
+
+
+def report(rows: list[Judged], rho: float, min_score: float, age: Any = None) -> dict[str, Any]:
+    """Appearance figures at ``min_score``: answered share of all rows (a missed appearance is
+    unanswered), share right of the answered, reliability bins; with ``age`` (an AgeCorrection or
+    AgeCalibration) the age-bin accuracy and the share of each bin's ages inside the range."""
+    from models.cydral import AGE_CLASSES
+
+    scores, right = pooled_scores(rows, rho)
+    answered = scores >= min_score
+    figures: dict[str, Any] = {
+        "appearances": len(rows),
+        "with_faces": int(len(scores)),
+        "answered": int(answered.sum()),
+        "answered_share": round(float(answered.sum()) / max(len(rows), 1), 3),
+        "right_of_answered": round(float(right[answered].mean()), 3) if answered.any() else None,
+        "right_of_all_judged": round(float(right.mean()), 3) if len(right) else None,
+        "reliability": reliability_bins(scores / 100.0, right),
+        "scores": [round(float(s), 1) for s in scores],
+        "right": [bool(r) for r in right],
+    }
+    if age is not None:
+        with_faces = [r for r in rows if r.age_probs is not None and r.w is not None]
+        hits, holds = [], {}
+        for row in with_faces:
+            mixture = (row.w[:, None] * row.age_probs).sum(axis=0) / row.w.sum()  # type: ignore[index]
+            years, low, high = age.estimate(mixture[None], np.asarray(AGE_CLASSES))
+            hits.append(fairface_bin(float(years[0])) == row.label.age_bin)
+            first, last = bin_range(row.label.age_bin)
+            spread = first + (last - first + 1) * (np.arange(5) + 0.5) / 5
+            holds.setdefault(row.label.age_bin, []).append(float(np.mean((spread >= low[0]) & (spread <= high[0]))))
+        figures["age_bin_accuracy"] = round(float(np.mean(hits)), 3) if hits else None
+        figures["age_range_holds_by_bin"] = {b: round(float(np.mean(v)), 2) for b, v in sorted(holds.items())}
+    return figures
