@@ -223,16 +223,15 @@ class Job:
         s = self.settings
         store = (self._store_factory or postgres_store)(s, application_name(s))
         try:
-            version = model_version(s)
-            self._on_interrupt = lambda: self._end_unstarted(store, version, Interrupted(FORCED), True, forced=True)
+            self._on_interrupt = lambda: self._forced_before_start(store)
             try:
-                begun = self._begin(store, control, version)
+                begun = self._begin(store, control)
             except Exception as exc:  # the run ends before its row said it began: a row says so now
-                self._end_unstarted(store, version, exc, stopped=control.signals.stop.is_set())
+                self._end_unstarted(store, exc, stopped=control.signals.stop.is_set())
                 raise
             if begun is None:
                 return ExitCode.OK
-            run_id, fingerprint = begun
+            run_id, fingerprint, version = begun
             logs.CONTEXT["run_id"] = run_id
             started = time.monotonic()
             self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id, time.monotonic() - started)
@@ -259,15 +258,16 @@ class Job:
         finally:
             store.close()
 
-    def _begin(self, store: RunStore, control: _RunControl, version: str) -> tuple[str, str] | None:
+    def _begin(self, store: RunStore, control: _RunControl) -> tuple[str, str, str] | None:
         """Everything before the analysis: schema, lock, videos guard, skip if done, the run's row.
-        Returns the new run id and the input's fingerprint, or None when the run has nothing to do
-        (a duplicate, or already done)."""
+        Returns the new run id, the input's fingerprint and the model version, or None when the
+        run has nothing to do (a duplicate, or already done)."""
         s = self.settings
         store.migrate()
         if not self._lock(store):
             return None
         self._check_videos_table(store)
+        version = model_version(s)  # after the lock: a duplicate's cost stays the lock's
         fingerprint = self._fingerprint()
         if self._already_done(store.get_analysis(s.video_id), fingerprint, version):
             return None
@@ -281,25 +281,30 @@ class Job:
             batch_attempt=s.batch_attempt,
         )
         log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
-        return run_id, fingerprint
+        return run_id, fingerprint, version
 
-    def _end_unstarted(
-        self, store: RunStore, version: str, exc: BaseException, stopped: bool, forced: bool = False
-    ) -> ExitCode:
+    def _forced_before_start(self, store: RunStore) -> ExitCode:
+        """The forced exit before the run began: its row says interrupted (exit 143)."""
+        self._end_unstarted(store, Interrupted(FORCED), stopped=True, forced=True)
+        return ExitCode.INTERRUPTED
+
+    def _end_unstarted(self, store: RunStore, exc: Exception, stopped: bool, forced: bool = False) -> None:
         """A row for a run that ended before ``begin_run`` (stopped while waiting for a lock, S3 down,
         object not found...), so that the operator and the stale sweep find the video; written
         only while no other run holds the video (``RunStore.record_end``). Not for a refused run
         (a setting, or a video_id the videos table gives another key): a row under that video_id
-        would name the wrong input. Best effort; returns the exit code of a forced exit (143)."""
-        if isinstance(exc, (SettingsError, VideoMismatch)) or not isinstance(exc, Exception):
-            return ExitCode.INTERRUPTED
+        would name the wrong input. Best effort: a failure to write is logged."""
+        if isinstance(exc, (SettingsError, VideoMismatch)):
+            return
+        if stopped and not isinstance(exc, Interrupted):  # e.g. the forced exit ended a lock wait
+            exc = Interrupted(f"stopped by signal ({exc})")
         status, code, error = _ending(exc, stopped, time.monotonic() - self._started)
         s = self.settings
         try:
             written = store.record_end(
                 s.video_id,
                 input_key=recorded_input(s),
-                model_version=version,
+                model_version=model_version(s),
                 batch_job_id=s.batch_job_id,
                 batch_attempt=s.batch_attempt,
                 status=status,
@@ -311,8 +316,11 @@ class Job:
             log.warning("video %s: could not record the %s status: %s", s.video_id, status, db_exc)
         else:
             if not written:
-                log.info("video %s: %s status not recorded here: the video's lock is held", s.video_id, status)
-        return ExitCode.INTERRUPTED
+                log.info(
+                    "video %s: %s status not recorded: the video is held by another session, or succeeded before",
+                    s.video_id,
+                    status,
+                )
 
     # Steps
 
@@ -452,8 +460,6 @@ def _ending(exc: BaseException, stopped: bool, seconds: float) -> tuple[str, Exi
     status = "interrupted" if interrupted else "failed"
     code = ExitCode.INTERRUPTED if interrupted else getattr(exc, "exit_code", ExitCode.INTERNAL_ERROR)
     error = str(exc) if isinstance(exc, AnalyzerError) else f"internal error: {type(exc).__name__}: {exc}"
-    if interrupted and not isinstance(exc, Interrupted):  # e.g. the forced exit ended a lock wait
-        error = f"stopped by signal ({error})"
     return status, code, f"{error} (after {seconds:.0f} s)"
 
 

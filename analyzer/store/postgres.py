@@ -72,15 +72,17 @@ class Store:
     def check_video_row(
         self, table: str, id_column: str, key_column: str, video_id: int, key: str, *, required: bool
     ) -> bool:
-        """Refuse the run when ``table``'s row for video_id is missing or names another key.
+        """Refuse the run when ``table``'s row for video_id is missing or names another input.
 
+        ``key`` is the run's input as recorded (``s3://bucket/key`` or a local path); the row's key
+        must name it (``same_input``: bucket and key when the table holds URIs, else the key).
         ``table`` (``name`` or ``schema.name``) is looked up exactly as the guard's query names it
         (quoted identifiers: ``Videos`` is "Videos", not videos). Returns whether the guard ran: a
         missing table is no guard only when not ``required``.
 
         Raises:
             SettingsError: the table is required but does not exist, or lacks a column.
-            VideoMismatch: no row for video_id, or its key is another.
+            VideoMismatch: no row for video_id, or it names another object.
             InfrastructureError: the database is unreachable or timed out.
         """
         name = sql.Identifier(*table.split("."))
