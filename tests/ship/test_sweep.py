@@ -4,11 +4,15 @@ bucket, a real S3 server: what `analyzer submit --stale` and the scheduled dispa
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from analyzer.fleet import dispatch
 from analyzer.fleet.sweep import SweepSettings, sweep
 from tests.integration.test_exactly_once import _events, _status, _status_is
 from tests.integration.test_reliability import _beating, _hold_lock
-from tests.ship.conftest import BUCKET, DEFINITION, QUEUE, job_env
+from tests.ship.conftest import BUCKET, DEFINITION, QUEUE, REPO, job_env
+from tests.ship.test_dispatch import _lambda_runtime_packages
 from tests.ship.test_metrics import check_emf
 from tests.ship.test_submit import run as submit
 from tests.support import procs
@@ -98,6 +103,38 @@ def test_the_schedule_runs_the_sweep_through_the_dispatcher(stack, migrated, mon
     [metrics] = emf_lines(capsys.readouterr().out)
     assert (metrics["StaleRunsResubmitted"], metrics["StaleRunsGivenUp"]) == (3, 0)
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "VideoAnalyzer"
+
+
+def test_the_lambda_zip_runs_the_scheduled_sweep(stack, migrated, tmp_path, monkeypatch):
+    """The zip holds what the sweep needs (its modules and the store's queries.sql); psycopg comes
+    as ``package-dispatcher.sh --with-psycopg`` adds it (linked here from this environment)."""
+    add_row(migrated, 801, "interrupted", exit_code=143)
+    archive = tmp_path / "dispatcher.zip"
+    subprocess.run(
+        ["bash", str(REPO / "deploy" / "package-dispatcher.sh"), str(archive)], check=True, capture_output=True
+    )
+    runtime = _lambda_runtime_packages(tmp_path / "runtime")
+    for name in ("psycopg", "psycopg_binary", "typing_extensions"):
+        origin = Path(importlib.util.find_spec(name).origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (runtime / source.name).symlink_to(source)
+    code = (
+        "import json, sys; sys.path[:0] = sys.argv[1:3]; import analyzer.fleet.dispatch as d; "
+        "assert d.__file__.startswith(sys.argv[1]), d.__file__; "
+        "print(json.dumps(d.handler(json.loads(sys.argv[3]), None)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(archive), str(runtime), json.dumps(SCHEDULE)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": migrated},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip().splitlines()
+    assert json.loads(out[-1]) == {"resubmitted": 1, "given_up": 0}
+    assert [(m["StaleRunsResubmitted"], m["StaleRunsGivenUp"]) for m in emf_lines(result.stdout)] == [(1, 0)]
+    assert [job["jobName"] for job in stack.jobs()] == ["video-process-801"]
 
 
 def test_the_sweep_settings_come_from_the_lambda_environment(stack, migrated, monkeypatch):
