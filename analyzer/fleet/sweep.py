@@ -12,7 +12,8 @@ routes a ``Scheduled Event`` here). A sweep:
    run since (it may still wait in the queue) and rows given up on are left out;
 2. gives up on a video resubmitted ``max_resubmits`` times since its last success: one ERROR line,
    counted once in ``StaleRunsGivenUp`` (the alarm's metric), and never resubmitted by a sweep
-   again (a success, e.g. after ``analyzer submit --video-id``, resets the count);
+   again (a success, e.g. after ``analyzer submit --video-id``, resets the count); a dry run lists
+   the videos given up on;
 3. submits one job per other video, reading what its last run read (the stored ``s3://bucket/key``:
    the same bucket, not the job definition's default), and counts it on the video's row;
 4. writes one CloudWatch EMF line: ``StaleRunsResubmitted`` and ``StaleRunsGivenUp``
@@ -126,7 +127,7 @@ def sweep(
         SettingsError, AccessDenied: Batch refused the queue, the definition or the caller.
     """
     from analyzer.store import db
-    from analyzer.store.postgres import count_resubmit, give_up, stale_runs
+    from analyzer.store.postgres import count_resubmit, give_up, given_up_runs, stale_runs
 
     result = SweepResult()
     with db.connect(database_url, "analyzer:sweep") as conn:
@@ -141,6 +142,17 @@ def sweep(
         if dry_run:
             for row in over:
                 log.info("video %s: would be given up on (%s resubmissions)", row["video_id"], row["resubmits"])
+            for row in given_up_runs(conn, settings.limit):
+                log.info(
+                    "video %s: given up on at %s after %s resubmissions: last run %s (exit code %s): %s",
+                    row["video_id"],
+                    row["given_up_at"].isoformat(timespec="seconds"),
+                    row["resubmits"],
+                    row["status"],
+                    row["exit_code"],
+                    row["error"] or "no error recorded",
+                    extra={"action": "stale_given_up"},
+                )
             result.requests = [request for _, request in due]
             return result
         try:

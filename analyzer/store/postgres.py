@@ -291,6 +291,11 @@ def count_resubmit(conn: psycopg.Connection, row: dict[str, Any]) -> bool:
     return counted is not None
 
 
+def given_up_runs(conn: psycopg.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """The videos the sweep gave up on, oldest first (``given_up_at`` set; a success clears it)."""
+    return db.fetch_all(conn, "given_up_runs", limit=limit)
+
+
 def give_up(conn: psycopg.Connection, row: dict[str, Any]) -> bool:
     """Mark a ``stale_runs`` row given up on; True only the first time."""
     return db.fetch_one(conn, "give_up", video_id=row["video_id"], run_id=row["run_id"]) is not None

@@ -185,10 +185,15 @@ def test_a_resubmitted_job_still_queued_is_not_resubmitted_again(stack, migrated
     assert row(migrated, 501)["resubmits"] == 2
 
 
-def test_a_dry_run_counts_nothing(stack, migrated):
+def test_a_dry_run_counts_nothing_and_lists_the_videos_given_up_on(stack, migrated, caplog):
     add_row(migrated, 601, "interrupted", exit_code=143)
     add_row(migrated, 602, "interrupted", exit_code=143, resubmits=3)
+    add_row(migrated, 603, "failed", exit_code=75, resubmits=3, error="S3 down")
+    query(migrated, "UPDATE video_analyses SET given_up_at = now() WHERE video_id = 603")
+    caplog.set_level(logging.INFO, logger="analyzer.fleet.sweep")
     result = sweep(migrated, None, SweepSettings(), job_queue=QUEUE, job_definition=DEFINITION, dry_run=True)
+    [listed] = [r.getMessage() for r in caplog.records if getattr(r, "action", None) == "stale_given_up"]
+    assert listed.startswith("video 603: given up on at ") and "exit code 75): S3 down" in listed
     assert ([r["jobName"] for r in result.requests], result.job_ids, result.given_up) == (["video-process-601"], [], [])
     assert [(row(migrated, v)["resubmits"], row(migrated, v)["given_up_at"]) for v in (601, 602)] == [
         (0, None),

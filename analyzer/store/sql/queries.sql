@@ -140,6 +140,13 @@ UPDATE video_analyses SET resubmits = resubmits + 1, resubmitted_at = now()
 WHERE video_id = %(video_id)s AND run_id = %(run_id)s AND resubmits = %(resubmits)s AND given_up_at IS NULL
 RETURNING resubmits;
 
+-- given_up_runs --
+-- The videos the sweep gave up on (for an operator: analyzer submit --stale --dry-run lists them).
+SELECT video_id, input_key, status, exit_code, error, resubmits, given_up_at
+FROM video_analyses WHERE given_up_at IS NOT NULL
+ORDER BY given_up_at, video_id
+LIMIT %(limit)s;
+
 -- give_up --
 -- The sweep stops resubmitting this video (it was resubmitted its maximum number of times);
 -- returns a row only the first time, so it is logged and counted once.
