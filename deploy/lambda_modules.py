@@ -4,8 +4,9 @@
 
 prints one path per line, relative to the repository: every module of ``analyzer`` or ``models``
 the entry imports at any depth (deferred imports inside functions included: a superset is safe),
-and each one's parent packages' ``__init__.py``. Anything else (stdlib, boto3) is not listed:
-the Lambda Python runtime provides boto3.
+each one's parent packages' ``__init__.py``, and the data files a listed module reads
+(``DATA_FILES``). Anything else (stdlib, boto3) is not listed: the Lambda Python runtime provides
+boto3.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = ("analyzer", "models")
 ENTRY = "analyzer.fleet.dispatch"
+# Files a module reads at run time (importlib.resources), shipped with it: the store's named
+# queries (the stale sweep runs them in the Lambda).
+DATA_FILES = {"analyzer/store/db.py": ("analyzer/store/sql/queries.sql",)}
 
 
 def module_file(name: str, root: Path = REPO) -> Path | None:
@@ -65,7 +69,9 @@ def project_files(entry: str = ENTRY, root: Path = REPO) -> list[Path]:
         seen[name] = path
         pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
         pending.extend(imported_names(path))
-    return sorted(path.relative_to(root) for path in seen.values())
+    files = [path.relative_to(root) for path in seen.values()]
+    files += [Path(data) for file in list(files) for data in DATA_FILES.get(file.as_posix(), ())]
+    return sorted(files)
 
 
 if __name__ == "__main__":

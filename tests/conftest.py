@@ -7,10 +7,13 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.exits import Exits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
@@ -80,3 +83,31 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def media_dir() -> Path:
     return MEDIA_DIR
+
+
+# The forced exit's tests (unit, and in-process with a real database): ``os._exit`` returns instead
+# of ending the test process, and the signal watcher thread of the ``StopSignals`` a test enters.
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> Exits:
+    codes = Exits()
+    monkeypatch.setattr(os, "_exit", codes)
+    monkeypatch.setattr(threading, "excepthook", codes.errors.append)
+    return codes
+
+
+def _watchers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "signals"}
+
+
+@pytest.fixture
+def watcher() -> Callable[[], threading.Thread]:
+    """The watcher thread of the ``StopSignals`` entered during the test (there must be one)."""
+    before = _watchers()
+
+    def current() -> threading.Thread:
+        [thread] = _watchers() - before
+        return thread
+
+    return current

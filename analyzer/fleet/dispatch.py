@@ -46,6 +46,10 @@ Environment: ``ANALYZER_JOB_QUEUE``, ``ANALYZER_JOB_DEFINITION`` (required); ``D
 ``VIDEOS_KEY_COLUMN`` (``s3_key``), ``ANALYZER_KEY_ID_PATTERN`` (unset), ``LOG_LEVEL`` (``INFO``).
 Lambda handler: ``analyzer.fleet.dispatch.handler``. Imports only boto3 (in the Lambda runtime) and, when
 ``DATABASE_URL`` is set, psycopg.
+
+The same handler runs the stale sweep (``analyzer/fleet/sweep.py``) when an EventBridge schedule
+invokes it (``"source": "aws.events"``, ``"detail-type": "Scheduled Event"``): it needs
+``DATABASE_URL``, and reads ``SWEEP_OLDER_THAN_S``, ``SWEEP_LIMIT`` and ``SWEEP_MAX_RESUBMITS``.
 """
 
 from __future__ import annotations
@@ -605,12 +609,46 @@ def dispatch(
     return result
 
 
+def is_scheduled_event(event: Any) -> bool:
+    """An EventBridge schedule's event (the stale sweep's trigger), not an SQS batch."""
+    return (
+        isinstance(event, Mapping)
+        and event.get("source") == "aws.events"
+        and event.get("detail-type") == "Scheduled Event"
+    )
+
+
+def scheduled_sweep(settings: DispatchSettings, env: Mapping[str, str], batch_client: Any) -> dict[str, Any]:
+    """The stale sweep (``analyzer.fleet.sweep``) with the dispatcher's queue, definition and
+    database, and ``SWEEP_*`` from ``env``; returns what it did.
+
+    Raises:
+        SettingsError: DATABASE_URL is not set, or a SWEEP_* variable is invalid.
+    """
+    from analyzer.fleet.sweep import SweepSettings, sweep
+
+    if not settings.database_url:
+        raise SettingsError("stale sweep: DATABASE_URL is not set; the sweep reads video_analyses")
+    result = sweep(
+        settings.database_url,
+        batch_client,
+        SweepSettings.from_env(env),
+        job_queue=settings.job_queue,
+        job_definition=settings.job_definition,
+    )
+    return {"resubmitted": len(result.job_ids), "given_up": len(result.given_up)}
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """AWS Lambda entry point for an SQS event source mapping with ReportBatchItemFailures."""
+    """AWS Lambda entry point for an SQS event source mapping with ReportBatchItemFailures, and
+    for the EventBridge schedule of the stale sweep (``{"source": "aws.events", "detail-type":
+    "Scheduled Event"}``)."""
     import boto3
 
     logging.getLogger("analyzer").setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     settings = DispatchSettings.from_env(os.environ)
+    if is_scheduled_event(event):
+        return scheduled_sweep(settings, os.environ, boto3.client("batch"))
     lookup = VideoLookup(settings) if settings.database_url else None
     try:
         records = event.get("Records", []) if isinstance(event, Mapping) else None

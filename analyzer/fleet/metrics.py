@@ -29,6 +29,10 @@ EventsWritten     Count    Event rows stored
 ProcessingSeconds Seconds  wall time of the run
 RealtimeFactor    None     video duration / processing time (>1 is faster than real time)
 ================  =======  =====================================================
+
+The stale sweep (``analyzer/fleet/sweep.py``) writes one line per sweep, without dimensions (one
+sweep per deployment): ``StaleRunsResubmitted`` (Count, videos resubmitted) and ``StaleRunsGivenUp``
+(Count, videos given up on by this sweep, each counted once: what the alarm watches).
 """
 
 from __future__ import annotations
@@ -169,6 +173,48 @@ def emit_run_metrics(
         namespace=namespace,
         properties=properties,
     )
+    _write(doc, stream)
+    return doc
+
+
+def build_sweep_metrics(
+    resubmitted: int,
+    given_up: int,
+    *,
+    namespace: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """The EMF document of one stale sweep: ``StaleRunsResubmitted`` and ``StaleRunsGivenUp``."""
+    doc: dict[str, Any] = {"StaleRunsResubmitted": int(resubmitted), "StaleRunsGivenUp": int(given_up)}
+    for key, value in (properties or {}).items():
+        if key in doc or key == "_aws":
+            raise ValueError(f"property {key!r} clashes with a metric name")
+        doc[key] = value
+    doc["_aws"] = {
+        "Timestamp": int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms),
+        "CloudWatchMetrics": [
+            {
+                "Namespace": namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [{"Name": name, "Unit": "Count"} for name in ("StaleRunsResubmitted", "StaleRunsGivenUp")],
+            }
+        ],
+    }
+    return doc
+
+
+def emit_sweep_metrics(
+    resubmitted: int, given_up: int, *, properties: Mapping[str, Any] | None = None, stream: TextIO | None = None
+) -> dict[str, Any]:
+    """Write the sweep's EMF line to ``stream`` (stdout: the Lambda's log) and return the document."""
+    doc = build_sweep_metrics(resubmitted, given_up, properties=properties)
+    _write(doc, stream)
+    return doc
+
+
+def _write(doc: dict[str, Any], stream: TextIO | None) -> None:
+    """One EMF line; best effort: a write error (closed stdout) is logged, never raised."""
     line = json.dumps(doc, separators=(",", ":"), allow_nan=False, default=str)
     out = stream if stream is not None else sys.stdout
     try:
@@ -176,4 +222,3 @@ def emit_run_metrics(
         out.flush()
     except (OSError, ValueError):  # ValueError: I/O operation on closed file
         log.error("metrics: cannot write the EMF line", exc_info=True)
-    return doc

@@ -17,12 +17,14 @@ dispatcher, is analysed once. ``--dry-run`` prints the requests (JSON lines) and
 Videos whose last run died or gave up (read from ``video_analyses`` through ``DATABASE_URL``)::
 
     analyzer submit --stale --dry-run          # list them and the jobs it would submit
-    analyzer submit --stale [--older-than 600] [--limit N]
+    analyzer submit --stale [--older-than 600] [--limit N] [--max-resubmits 3]
 
-finds ``running`` rows whose heartbeat stopped ``--older-than`` seconds ago (worker killed, instance
-lost, a Batch timeout's SIGKILL), ``interrupted`` runs (SIGTERM: cancel, Batch timeout, a Spot
-reclaim whose attempts ran out) and ``failed`` runs with a retryable exit code (Batch ran out of
-attempts), and submits one job per video, named like any other.
+runs one stale sweep (``analyzer/fleet/sweep.py``, the code the dispatcher Lambda runs every 15
+minutes): finds ``running`` rows whose heartbeat stopped ``--older-than`` seconds ago (worker killed,
+instance lost, a Batch timeout's SIGKILL), ``interrupted`` runs (SIGTERM: cancel, Batch timeout, a
+Spot reclaim whose attempts ran out) and ``failed`` runs with a retryable exit code (Batch ran out
+of attempts), and submits one job per video, named like any other, reading the bucket and key its
+last run read; a video resubmitted ``--max-resubmits`` times since it last succeeded is given up on.
 
 Job naming, environment and tags are shared with the Lambda dispatcher (``analyzer/fleet/dispatch.py``):
 a video's job is always named ``video-process-<video_id>``.
@@ -255,39 +257,46 @@ def execute_plan(plan: Plan, batch_client: Any, s3_client: Any) -> list[str]:
     return [submit_request(batch_client, request) for request in plan.requests]
 
 
-# --- stale runs -------------------------------------------------------------------------------
-
-DEFAULT_STALE_AFTER_S = 600.0  # far above a live worker's heartbeat gap (30 s at the default settings)
+# --- stale runs (the sweep, analyzer/fleet/sweep.py, submits them) --------------------------
 
 
-def plan_stale(
+def stale_job(row: dict[str, Any]) -> VideoJob:
+    """The job of a ``store.stale_runs`` row: what its last run read. ``input_key`` is the full
+    ``s3://bucket/key`` (so the job reads the same bucket), a local path, or, in rows written
+    before migration 0004, a bare key (its bucket was the job definition's default)."""
+    stored = str(row["input_key"])
+    if is_s3_uri(stored):
+        bucket, key = split_s3_uri(stored)
+        return VideoJob(int(row["video_id"]), key, bucket)
+    return VideoJob(int(row["video_id"]), stored)
+
+
+def stale_requests(
     rows: Sequence[dict[str, Any]], *, job_queue: str, job_definition: str, extra_env: dict[str, str] | None = None
-) -> Plan:
-    """One video job per ``store.stale_runs`` row (its stored key; the bucket: the job default)."""
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(row, ``batch.submit_job`` request) for each ``store.stale_runs`` row, each row logged; a row
+    whose stored input cannot go into a job is logged and left out (it cannot block the others)."""
     common = {"job_queue": job_queue, "job_definition": job_definition, "extra_env": extra_env}
     if not rows:
         log.info("no video needs resubmitting", extra={"action": "stale_run"})
+    planned = []
     for row in rows:
         log.info(
-            "video %s: %s (job %s, exit code %s, silent %.0f s): %s",
+            "video %s: %s (job %s, exit code %s, silent %.0f s, resubmitted %s times): %s",
             row["video_id"],
             row["status"],
             row["batch_job_id"],
             row["exit_code"],
             row["silent_s"],
+            row["resubmits"],
             row["error"] or "no error recorded",
             extra={"action": "stale_run"},
         )
-    return Plan([], [video_job_request(VideoJob(int(row["video_id"]), row["input_key"]), **common) for row in rows])
-
-
-def read_stale_runs(database_url: str, older_than_s: float, limit: int | None) -> list[dict[str, Any]]:
-    """``store.stale_runs`` through a connection of its own."""
-    from analyzer.store import db
-    from analyzer.store.postgres import stale_runs
-
-    with db.connect(database_url, "analyzer:submit-stale") as conn:
-        return stale_runs(conn, older_than_s, limit)
+        try:
+            planned.append((row, video_job_request(stale_job(row), **common)))
+        except SettingsError as exc:
+            log.error("video %s: not resubmitted: %s", row["video_id"], exc, extra={"action": "stale_run"})
+    return planned
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -302,6 +311,8 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 def register(subparsers: Any) -> None:
     """Add ``analyzer submit`` to the CLI's subparsers."""
+    from analyzer.fleet.sweep import DEFAULT_MAX_RESUBMITS, DEFAULT_OLDER_THAN_S  # sweep imports this module
+
     parser = subparsers.add_parser(
         "submit",
         help="submit AWS Batch jobs: one video, or an array job over a manifest",
@@ -318,11 +329,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--older-than",
         type=float,
-        default=DEFAULT_STALE_AFTER_S,
+        default=DEFAULT_OLDER_THAN_S,
         metavar="SECONDS",
-        help=f"--stale: running rows silent this long (default {DEFAULT_STALE_AFTER_S:.0f})",
+        help=f"--stale: running rows silent this long (default {DEFAULT_OLDER_THAN_S:.0f})",
     )
     parser.add_argument("--limit", type=int, help="--stale: at most this many videos, oldest first")
+    parser.add_argument(
+        "--max-resubmits",
+        type=int,
+        default=DEFAULT_MAX_RESUBMITS,
+        metavar="N",
+        help=f"--stale: give up on a video after N resubmissions (default {DEFAULT_MAX_RESUBMITS})",
+    )
     parser.add_argument(
         "--database-url", default=os.environ.get("DATABASE_URL"), help="--stale: PostgreSQL URL [$DATABASE_URL]"
     )
@@ -362,8 +380,6 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
     if not args.job_definition:
         raise SettingsError(f"no job definition: pass --job-definition or set {JOB_DEFINITION_ENV}")
     extra_env = dict(args.env or [])
-    if getattr(args, "stale", False):
-        return _build_stale_plan(args, extra_env)
     if args.manifest is None:
         if not args.key:
             raise SettingsError("--video-id needs --key")
@@ -392,20 +408,48 @@ def build_plan(args: argparse.Namespace, s3_client: Any = None) -> Plan:
     )
 
 
-def _build_stale_plan(args: argparse.Namespace, extra_env: dict[str, str]) -> Plan:
+def _run_stale(args: argparse.Namespace) -> int:
+    """``analyzer submit --stale``: one sweep (``analyzer.fleet.sweep``), as the schedule runs it."""
+    from analyzer import logs
+    from analyzer.fleet.sweep import InvalidSweepSetting, SweepSettings, sweep
+
     if args.key or args.bucket:
-        raise SettingsError("--key/--bucket apply to --video-id; --stale uses each video's stored key")
+        raise SettingsError("--key/--bucket apply to --video-id; --stale uses each video's stored input")
     if not args.database_url:
         raise SettingsError("--stale needs the database: pass --database-url or set DATABASE_URL")
-    if not args.older_than > 0:
-        raise SettingsError(f"--older-than must be a number of seconds > 0, got {args.older_than}")
-    if args.limit is not None and args.limit < 1:
-        raise SettingsError(f"--limit must be at least 1, got {args.limit}")
-    from analyzer import logs
-
+    if not args.job_queue:
+        raise SettingsError(f"no job queue: pass --job-queue or set {JOB_QUEUE_ENV}")
+    if not args.job_definition:
+        raise SettingsError(f"no job definition: pass --job-definition or set {JOB_DEFINITION_ENV}")
+    try:
+        settings = SweepSettings(older_than_s=args.older_than, limit=args.limit, max_resubmits=args.max_resubmits)
+    except InvalidSweepSetting as exc:
+        flag = {"older_than_s": "--older-than", "limit": "--limit", "max_resubmits": "--max-resubmits"}[exc.field]
+        raise SettingsError(f"{flag} {exc}") from None
     logs.register_secret(urlsplit(args.database_url).password)
-    rows = read_stale_runs(args.database_url, args.older_than, args.limit)
-    return plan_stale(rows, job_queue=args.job_queue, job_definition=args.job_definition, extra_env=extra_env)
+    result = sweep(
+        args.database_url,
+        None if args.dry_run else _batch_client(),
+        settings,
+        job_queue=args.job_queue,
+        job_definition=args.job_definition,
+        extra_env=dict(args.env or []),
+        dry_run=args.dry_run,
+        metrics=sys.stderr,  # stdout is for the job lines
+    )
+    if args.dry_run:
+        for request in result.requests:
+            sys.stdout.write(json.dumps({"submit_job": _masked(request)}) + "\n")
+        return 0
+    for request, job_id in zip(result.requests, result.job_ids, strict=True):
+        sys.stdout.write(json.dumps({"jobName": request["jobName"], "jobId": job_id}) + "\n")
+    return 0
+
+
+def _batch_client() -> Any:
+    import boto3
+
+    return boto3.client("batch")
 
 
 def _masked(request: dict[str, Any]) -> dict[str, Any]:
@@ -422,10 +466,10 @@ def _masked(request: dict[str, Any]) -> dict[str, Any]:
 
 def run_submit(args: argparse.Namespace) -> int:
     """Handler of ``analyzer submit``; raises project errors (AnalyzerError) for the CLI to map."""
-    import boto3
-
     from analyzer.source.s3 import default_s3_client
 
+    if args.stale:
+        return _run_stale(args)
     s3_client = default_s3_client()
     plan = build_plan(args, s3_client)
     if args.dry_run:
@@ -435,7 +479,7 @@ def run_submit(args: argparse.Namespace) -> int:
         for request in plan.requests:
             sys.stdout.write(json.dumps({"submit_job": _masked(request)}) + "\n")
         return 0
-    job_ids = execute_plan(plan, boto3.client("batch"), s3_client)
+    job_ids = execute_plan(plan, _batch_client(), s3_client)
     for request, job_id in zip(plan.requests, job_ids, strict=True):
         sys.stdout.write(json.dumps({"jobName": request["jobName"], "jobId": job_id}) + "\n")
     return 0

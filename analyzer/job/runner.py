@@ -22,7 +22,16 @@ from typing import Any, Protocol
 
 from analyzer import logs
 from analyzer.analysis.control import Control
-from analyzer.errors import AnalyzerError, ExitCode, HeartbeatLost, InfrastructureError, Interrupted, LockLost
+from analyzer.errors import (
+    AnalyzerError,
+    ExitCode,
+    HeartbeatLost,
+    InfrastructureError,
+    Interrupted,
+    LockLost,
+    SettingsError,
+    VideoMismatch,
+)
 from analyzer.events import AnalysisResult, Event
 from analyzer.job.shutdown import StopSignals
 from analyzer.settings import Settings, check_writable
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VIDEOS_TABLE = "videos"  # checked when it exists; VIDEOS_TABLE makes the table required
 STALE_AFTER_BEATS = 6  # heartbeats a lock holder may miss before a duplicate presumes it dead (30 s by default)
+FORCED = "stopped by signal: forced exit after the grace period"  # the forced exit's reason
 
 
 AnalyzeFn = Callable[[Path, Settings, Control], AnalysisResult]
@@ -79,9 +89,25 @@ class RunStore(Protocol):
         batch_attempt: int | None,
     ) -> str: ...
 
-    def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None: ...
+    def finish_run(
+        self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None
+    ) -> str | None: ...
 
-    def interrupt(self, video_id: int, run_id: str, error: str) -> None: ...
+    def interrupt(self, video_id: int, run_id: str, error: str) -> str | None: ...
+
+    def record_end(
+        self,
+        video_id: int,
+        *,
+        input_key: str,
+        model_version: str,
+        batch_job_id: str | None,
+        batch_attempt: int | None,
+        status: str,
+        exit_code: int,
+        error: str,
+        forced: bool = False,
+    ) -> bool: ...
 
     def write_events(
         self, video_id: int, run_id: str, events: list[Event], model_version: str, frames: int, faces: int
@@ -129,6 +155,15 @@ def postgres_store(settings: Settings, name: str) -> RunStore:
     return Store(str(settings.database_url), name)
 
 
+def recorded_input(settings: Settings) -> str:
+    """What the run reads, as its status row records it (and a resubmission reuses it): the full
+    ``s3://bucket/key`` of an S3 input, bucket included, or the local path."""
+    if settings.is_s3:
+        bucket, key = settings.s3_location
+        return f"s3://{bucket}/{key}"
+    return settings.video_key
+
+
 def application_name(settings: Settings) -> str:
     """How this run shows in pg_stat_activity (and so to a duplicate that finds the lock taken)."""
     return f"analyzer:job={settings.batch_job_id or 'local'}:pid={os.getpid()}"
@@ -150,10 +185,12 @@ class Job:
         self._store_factory = store
         self.summary: dict[str, object] = {"outcome": "failed"}
         self._workdir: Path | None = None  # this run's temp folder (the download), removed on any exit
-        self._on_interrupt: Callable[[], None] | None = None  # the forced exit's status write
+        self._on_interrupt: Callable[[], ExitCode] | None = None  # the forced exit's status write
+        self._started = time.monotonic()
 
     def run(self) -> ExitCode:
         s = self.settings
+        self._started = time.monotonic()
         with_database = bool(s.database_url) or self._store_factory is not None
         check_writable(s, lock_dir=not with_database)  # exit 2 now, not after the analysis
         with StopSignals() as signals:
@@ -169,12 +206,14 @@ class Job:
                     raise Interrupted(f"stopped by signal ({exc})") from exc
                 raise
 
-    def _forced_exit(self) -> None:
-        """On a forced exit (the grace after SIGTERM ran out): what the unwinding would have done."""
+    def _forced_exit(self) -> ExitCode:
+        """On a forced exit (the grace after SIGTERM ran out): what the unwinding would have done;
+        returns the exit code, which follows what the database holds (0 if the final write committed)."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         if self._on_interrupt is not None:
-            self._on_interrupt()
+            return self._on_interrupt()
+        return ExitCode.INTERRUPTED
 
     # Without a database: a file lock, and events as JSON
 
@@ -195,26 +234,18 @@ class Job:
         s = self.settings
         store = (self._store_factory or postgres_store)(s, application_name(s))
         try:
-            store.migrate()
-            if not self._lock(store):
+            self._on_interrupt = lambda: self._forced_before_start(store)
+            try:
+                begun = self._begin(store, control)
+            except Exception as exc:  # the run ends before its row said it began: a row says so now
+                self._end_unstarted(store, exc, stopped=control.signals.stop.is_set())
+                raise
+            if begun is None:
                 return ExitCode.OK
-            self._check_videos_table(store)
-            version = model_version(s)
-            fingerprint = self._fingerprint()
-            if self._already_done(store.get_analysis(s.video_id), fingerprint, version):
-                return ExitCode.OK
-            run_id = store.begin_run(
-                s.video_id,
-                input_key=s.video_key,
-                fingerprint=fingerprint,
-                model_version=version,
-                batch_job_id=s.batch_job_id,
-                batch_attempt=s.batch_attempt,
-            )
+            run_id, fingerprint, version = begun
             logs.CONTEXT["run_id"] = run_id
             started = time.monotonic()
             self._on_interrupt = lambda: _mark_interrupted(store, s.video_id, run_id, time.monotonic() - started)
-            log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
             heartbeat = store.heartbeat(s.video_id, run_id, s.heartbeat_interval)
             control.heartbeat = heartbeat
             heartbeat.start()
@@ -224,21 +255,83 @@ class Job:
                 heartbeat.stop()
                 store.write_events(s.video_id, run_id, result.events, version, result.frames, result.faces)
             except Exception as exc:  # known or not, the status row says why the run ended
-                _record_failure(
-                    store,
-                    s.video_id,
-                    run_id,
-                    exc,
-                    stopped=control.signals.stop.is_set(),
-                    seconds=time.monotonic() - started,
-                )
-                raise
+                stopped = control.signals.stop.is_set()
+                ended = _record_failure(store, s.video_id, run_id, exc, stopped, time.monotonic() - started)
+                if ended != "succeeded":
+                    raise
+                # The final write committed, and then its connection failed (e.g. the forced exit
+                # ended the session just after the commit): the run succeeded, and says so.
+                log.warning("video %s: the final write committed before %s", s.video_id, exc)
             finally:
                 heartbeat.stop()
             self._done(result)
             return ExitCode.OK
         finally:
             store.close()
+
+    def _begin(self, store: RunStore, control: _RunControl) -> tuple[str, str, str] | None:
+        """Everything before the analysis: schema, lock, videos guard, skip if done, the run's row.
+        Returns the new run id, the input's fingerprint and the model version, or None when the
+        run has nothing to do (a duplicate, or already done)."""
+        s = self.settings
+        store.migrate()
+        if not self._lock(store):
+            return None
+        self._check_videos_table(store)
+        version = model_version(s)  # after the lock: a duplicate's cost stays the lock's
+        fingerprint = self._fingerprint()
+        if self._already_done(store.get_analysis(s.video_id), fingerprint, version):
+            return None
+        control.check()  # stopped meanwhile: no run begins (the row says interrupted)
+        run_id = store.begin_run(
+            s.video_id,
+            input_key=recorded_input(s),
+            fingerprint=fingerprint,
+            model_version=version,
+            batch_job_id=s.batch_job_id,
+            batch_attempt=s.batch_attempt,
+        )
+        log.info("video %s: run started", s.video_id, extra={"action": "start", "fingerprint": fingerprint})
+        return run_id, fingerprint, version
+
+    def _forced_before_start(self, store: RunStore) -> ExitCode:
+        """The forced exit before the run began: its row says interrupted (exit 143)."""
+        self._end_unstarted(store, Interrupted(FORCED), stopped=True, forced=True)
+        return ExitCode.INTERRUPTED
+
+    def _end_unstarted(self, store: RunStore, exc: Exception, stopped: bool, forced: bool = False) -> None:
+        """A row for a run that ended before ``begin_run`` (stopped while waiting for a lock, S3 down,
+        object not found...), so that the operator and the stale sweep find the video; written
+        only while no other run holds the video (``RunStore.record_end``). Not for a refused run
+        (a setting, or a video_id the videos table gives another key): a row under that video_id
+        would name the wrong input. Best effort: a failure to write is logged."""
+        if isinstance(exc, (SettingsError, VideoMismatch)):
+            return
+        if stopped and not isinstance(exc, Interrupted):  # e.g. the forced exit ended a lock wait
+            exc = Interrupted(f"stopped by signal ({exc})")
+        status, code, error = _ending(exc, stopped, time.monotonic() - self._started)
+        s = self.settings
+        try:
+            written = store.record_end(
+                s.video_id,
+                input_key=recorded_input(s),
+                model_version=model_version(s),
+                batch_job_id=s.batch_job_id,
+                batch_attempt=s.batch_attempt,
+                status=status,
+                exit_code=int(code),
+                error=error,
+                forced=forced,
+            )
+        except InfrastructureError as db_exc:
+            log.warning("video %s: could not record the %s status: %s", s.video_id, status, db_exc)
+        else:
+            if not written:
+                log.info(
+                    "video %s: %s status not recorded: the video is held by another session, or succeeded before",
+                    s.video_id,
+                    status,
+                )
 
     # Steps
 
@@ -279,7 +372,12 @@ class Job:
         s = self.settings
         table = s.videos_table or DEFAULT_VIDEOS_TABLE
         checked = store.check_video_row(
-            table, s.videos_id_column, s.videos_key_column, s.video_id, s.video_key, required=s.videos_table is not None
+            table,
+            s.videos_id_column,
+            s.videos_key_column,
+            s.video_id,
+            recorded_input(s),
+            required=s.videos_table is not None,
         )
         if checked:
             log.info("video %s: checked against table %s", s.video_id, table, extra={"action": "videos_guard"})
@@ -366,32 +464,44 @@ def stale_after_s(settings: Settings) -> float:
     return STALE_AFTER_BEATS * settings.heartbeat_interval
 
 
-def _record_failure(
-    store: RunStore, video_id: int, run_id: str, exc: Exception, stopped: bool = False, seconds: float = 0.0
-) -> None:
-    """Best effort: the status row says why the run ended (if this run still owns it), and when:
-    a stop after as long as the job's attempt timeout was most likely that timeout."""
-    if isinstance(exc, LockLost) and not stopped:
-        return  # another run owns the row, or our connection is gone
+def _ending(exc: BaseException, stopped: bool, seconds: float) -> tuple[str, ExitCode, str]:
+    """(status, exit code, error) of a run that ended with ``exc``: a stop after as long as the
+    job's attempt timeout was most likely that timeout, so the error says how long it ran."""
     interrupted = stopped or isinstance(exc, Interrupted)
     status = "interrupted" if interrupted else "failed"
     code = ExitCode.INTERRUPTED if interrupted else getattr(exc, "exit_code", ExitCode.INTERNAL_ERROR)
     error = str(exc) if isinstance(exc, AnalyzerError) else f"internal error: {type(exc).__name__}: {exc}"
-    error += f" (after {seconds:.0f} s)"
+    return status, code, f"{error} (after {seconds:.0f} s)"
+
+
+def _record_failure(
+    store: RunStore, video_id: int, run_id: str, exc: Exception, stopped: bool = False, seconds: float = 0.0
+) -> str | None:
+    """Best effort: the status row says why the run ended (if this run still owns it and it is
+    still running). Returns how the row ended for this run (``succeeded``: the final write
+    committed first), None when unknown or another run's."""
+    if isinstance(exc, LockLost) and not stopped:
+        return None  # another run owns the row, or our connection is gone
+    status, code, error = _ending(exc, stopped, seconds)
     try:
-        store.finish_run(video_id, run_id, status, int(code), error=error)
+        return store.finish_run(video_id, run_id, status, int(code), error=error)
     except InfrastructureError as db_exc:
         log.warning("video %s: could not record the %s status: %s", video_id, status, db_exc)
+        return None
 
 
-def _mark_interrupted(store: RunStore, video_id: int, run_id: str, seconds: float) -> None:
-    """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised."""
+def _mark_interrupted(store: RunStore, video_id: int, run_id: str, seconds: float) -> ExitCode:
+    """The forced exit's status write (see ``Store.interrupt``); a failure is logged, not raised.
+    The exit code follows the row: 0 when the final write committed before the session ended."""
     try:
-        store.interrupt(
-            video_id, run_id, f"stopped by signal: forced exit after the grace period (after {seconds:.0f} s)"
-        )
+        ended = store.interrupt(video_id, run_id, f"{FORCED} (after {seconds:.0f} s)")
     except InfrastructureError as exc:
         log.warning("video %s: could not mark the run interrupted: %s", video_id, exc)
+        return ExitCode.INTERRUPTED
+    if ended == "succeeded":
+        log.info("video %s: the final write committed before the forced exit: exit 0", video_id)
+        return ExitCode.OK
+    return ExitCode.INTERRUPTED
 
 
 @contextmanager

@@ -4,8 +4,9 @@ Python runs signal handlers only between bytecodes of the main thread, which may
 one long torch call; so the signals are blocked in every thread and a watcher thread takes
 them with ``sigwait``. The first SIGTERM/SIGINT sets ``stop`` (the pipeline checks it between
 batches) and arms a deadline; if the run has not wound down by then, or a second signal comes,
-``force`` runs (mark the run interrupted) and the process exits 143 at once. Transactions make
-that safe: a write cut short is rolled back by the server.
+``force`` runs (mark the run interrupted) and the process exits at once: 143, or the code ``on_force``
+returns (0 when the run's final write committed just before). Transactions make that safe: a
+write cut short is rolled back by the server.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class StopSignals:
     def __init__(self, grace: float = STOP_GRACE) -> None:
         self.grace = grace
         self.stop = threading.Event()
-        self.on_force: Callable[[], None] = lambda: None
+        self.on_force: Callable[[], ExitCode | None] = lambda: None  # returns the exit code, None: 143
         self._done = threading.Event()
         self._old_mask: set[int | signal.Signals] = set()
 
@@ -67,8 +68,11 @@ class StopSignals:
         if self._done.is_set():
             return
         log.warning("forced exit (%s)", why, extra={"action": "stop"})
+        code = ExitCode.INTERRUPTED
         try:
-            self.on_force()
+            chosen = self.on_force()
+            if chosen is not None:
+                code = chosen
         finally:
             logging.shutdown()
-            os._exit(ExitCode.INTERRUPTED)
+            os._exit(code)

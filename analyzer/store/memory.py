@@ -15,7 +15,7 @@ from typing import Any
 
 from analyzer.errors import ExitCode, LockLost, SettingsError, VideoMismatch
 from analyzer.events import Event
-from analyzer.store.postgres import key_of
+from analyzer.store.postgres import same_input
 
 _PIDS = itertools.count(1)
 
@@ -99,7 +99,7 @@ class MemoryStore:
         stored = videos.get(video_id)
         if stored is None:
             raise VideoMismatch(f"video {video_id} is not in table {table}: refusing to analyse {key!r}")
-        if key_of(stored) != key_of(key):
+        if not same_input(stored, key):
             raise VideoMismatch(f"video {video_id} is {stored!r} in table {table}, not {key!r}: refusing the run")
         return True
 
@@ -132,14 +132,54 @@ class MemoryStore:
             }
         return run_id
 
-    def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None:
+    def finish_run(
+        self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None
+    ) -> str | None:
+        """As ``Store.finish_run``: only this run's ``running`` row; returns how the row ended."""
         with self.database.mutex:
             row = self.database.analyses.get(video_id)
-            if row is not None and row["run_id"] == run_id:
+            if row is None or row["run_id"] != run_id:
+                return None
+            if row["status"] == "running":
                 row.update(status=status, exit_code=exit_code, error=error)
+            return str(row["status"])
 
-    def interrupt(self, video_id: int, run_id: str, error: str) -> None:
-        self.finish_run(video_id, run_id, "interrupted", int(ExitCode.INTERRUPTED), error)
+    def interrupt(self, video_id: int, run_id: str, error: str) -> str | None:
+        return self.finish_run(video_id, run_id, "interrupted", int(ExitCode.INTERRUPTED), error)
+
+    def record_end(
+        self,
+        video_id: int,
+        *,
+        input_key: str,
+        model_version: str,
+        batch_job_id: str | None,
+        batch_attempt: int | None,
+        status: str,
+        exit_code: int,
+        error: str,
+        forced: bool = False,
+    ) -> bool:
+        """As ``Store.record_end``: only while no other run holds the video; a succeeded row stays."""
+        with self.database.mutex:
+            holder = self.database.locks.get(video_id)
+            if holder is not None and holder is not self:
+                return False
+            row = self.database.analyses.get(video_id)
+            if row is not None and row["status"] == "succeeded":
+                return False
+            self.database.analyses[video_id] = {
+                "run_id": str(uuid.uuid4()),
+                "status": status,
+                "input_key": input_key,
+                "input_fingerprint": None,
+                "model_version": model_version,
+                "batch_job_id": batch_job_id,
+                "batch_attempt": batch_attempt,
+                "exit_code": exit_code,
+                "error": error,
+            }
+            return True
 
     def write_events(
         self, video_id: int, run_id: str, events: list[Event], model_version: str, frames: int, faces: int

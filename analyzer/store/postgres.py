@@ -72,15 +72,17 @@ class Store:
     def check_video_row(
         self, table: str, id_column: str, key_column: str, video_id: int, key: str, *, required: bool
     ) -> bool:
-        """Refuse the run when ``table``'s row for video_id is missing or names another key.
+        """Refuse the run when ``table``'s row for video_id is missing or names another input.
 
+        ``key`` is the run's input as recorded (``s3://bucket/key`` or a local path); the row's key
+        must name it (``same_input``: bucket and key when the table holds URIs, else the key).
         ``table`` (``name`` or ``schema.name``) is looked up exactly as the guard's query names it
         (quoted identifiers: ``Videos`` is "Videos", not videos). Returns whether the guard ran: a
         missing table is no guard only when not ``required``.
 
         Raises:
             SettingsError: the table is required but does not exist, or lacks a column.
-            VideoMismatch: no row for video_id, or its key is another.
+            VideoMismatch: no row for video_id, or it names another object.
             InfrastructureError: the database is unreachable or timed out.
         """
         name = sql.Identifier(*table.split("."))
@@ -113,7 +115,7 @@ class Store:
         if row is None:
             raise VideoMismatch(f"video {video_id} is not in table {table}: refusing to analyse {key!r}")
         stored = str(row["key"])
-        if key_of(stored) != key_of(key):
+        if not same_input(stored, key):
             raise VideoMismatch(f"video {video_id} is {stored!r} in table {table}, not {key!r}: refusing the run")
         return True
 
@@ -147,8 +149,12 @@ class Store:
         )
         return run_id
 
-    def finish_run(self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None) -> None:
-        """Mark a run that did not succeed (failed, interrupted); only if it still owns the row.
+    def finish_run(
+        self, video_id: int, run_id: str, status: str, exit_code: int, error: str | None = None
+    ) -> str | None:
+        """Mark a run that did not succeed (failed, interrupted), only while its row is this run's
+        and still ``running``. Returns the status the row now has for this run: ``status``, or
+        ``succeeded`` when the run's final write committed first; None when another run owns it.
 
         When the lock connection is broken (terminated, network lost) the row is written through a
         short connection of its own, so that the row never stays ``running`` for want of a session.
@@ -156,47 +162,78 @@ class Store:
         Raises:
             InfrastructureError: neither connection could write it.
         """
-        params = {
-            "video_id": video_id,
-            "run_id": run_id,
-            "status": status,
-            "exit_code": exit_code,
-            "error": error,
-            "frames": None,
-            "faces": None,
-            "events": None,
-        }
         if not self.conn.closed and not self.conn.broken:
             try:
-                db.execute(self.conn, "finish_run", **params)
-                return
+                return _end_run(self.conn, video_id, run_id, status, exit_code, error)
             except InfrastructureError:
                 if not self.conn.broken:
                     raise
         with db.connect(self.url, self.application_name + ":end", short=True) as conn:
-            db.execute(conn, "finish_run", **params)
+            return _end_run(conn, video_id, run_id, status, exit_code, error)
 
-    def interrupt(self, video_id: int, run_id: str, error: str) -> None:
+    def interrupt(self, video_id: int, run_id: str, error: str) -> str | None:
         """The forced exit's last write, from another thread: end the lock session (rolling back a
         write it may be blocked in, which holds the status row), then mark the run interrupted.
+        Returns the status the row ends with for this run (as ``finish_run``): ``succeeded`` when
+        the final write committed before the lock session ended, so the process must exit 0.
 
         Raises:
             InfrastructureError: the database could not be reached or the row stayed locked.
         """
         with db.connect(self.url, self.application_name + ":end", short=True) as conn:
             db.fetch_one(conn, "terminate_backend", pid=self.backend_pid, timeout_ms=1000)
-            db.execute(
-                conn,
-                "finish_run",
-                video_id=video_id,
-                run_id=run_id,
-                status="interrupted",
-                exit_code=int(ExitCode.INTERRUPTED),
-                error=error,
-                frames=None,
-                faces=None,
-                events=None,
-            )
+            return _end_run(conn, video_id, run_id, "interrupted", int(ExitCode.INTERRUPTED), error)
+
+    def record_end(
+        self,
+        video_id: int,
+        *,
+        input_key: str,
+        model_version: str,
+        batch_job_id: str | None,
+        batch_attempt: int | None,
+        status: str,
+        exit_code: int,
+        error: str,
+        forced: bool = False,
+    ) -> bool:
+        """The row of a run that ended before ``begin_run`` (see the ``record_end`` query).
+
+        Written on the lock connection when it holds the video, else (``forced``: from the forced
+        exit, which first ends the lock session; or before the lock was taken) on a short
+        connection that must take the video's lock first: when another run holds the video, its
+        row is its own and nothing is written. Returns whether a row was written.
+
+        Raises:
+            InfrastructureError: the database could not be reached, or the row not written.
+        """
+        params = {
+            "video_id": video_id,
+            "run_id": str(uuid.uuid4()),
+            "input_key": input_key,
+            "model_version": model_version,
+            "batch_job_id": batch_job_id,
+            "batch_attempt": batch_attempt,
+            "status": status,
+            "exit_code": exit_code,
+            "error": error,
+        }
+        own = self.locked_video == video_id and not forced and not self.conn.closed and not self.conn.broken
+        with db.translate_errors("recording the run's end"):
+            try:
+                if own:
+                    return db.fetch_one(self.conn, "record_end", **params) is not None
+                with db.connect(self.url, self.application_name + ":end", short=True) as conn:
+                    if forced:
+                        db.fetch_one(conn, "terminate_backend", pid=self.backend_pid, timeout_ms=1000)
+                    locked = db.fetch_one(conn, "try_lock_video", namespace=LOCK_NAMESPACE, video_id=video_id)
+                    if not locked or not locked["locked"]:
+                        return False  # closing the connection below frees the lock when it was taken
+                    return db.fetch_one(conn, "record_end", **params) is not None
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as exc:  # e.g. no video_analyses table yet: the first migration never ran
+                raise InfrastructureError(f"could not record the run's end: {exc.diag.message_primary}") from exc
 
     def write_events(
         self, video_id: int, run_id: str, events: list[Event], model_version: str, frames: int, faces: int
@@ -215,31 +252,66 @@ class Store:
                 db.queries()["delete_stale_events"], {"video_id": video_id, "event_keys": [e.event_key for e in events]}
             )
             self.conn.execute(
-                db.queries()["finish_run"],
-                {
-                    "video_id": video_id,
-                    "run_id": run_id,
-                    "status": "succeeded",
-                    "frames": frames,
-                    "faces": faces,
-                    "events": len(events),
-                    "error": None,
-                    "exit_code": int(ExitCode.OK),
-                },
+                db.queries()["succeed_run"],
+                {"video_id": video_id, "run_id": run_id, "frames": frames, "faces": faces, "events": len(events)},
             )
 
 
-def stale_runs(conn: psycopg.Connection, older_than_s: float, limit: int | None = None) -> list[dict[str, Any]]:
+def _end_run(
+    conn: psycopg.Connection, video_id: int, run_id: str, status: str, exit_code: int, error: str | None
+) -> str | None:
+    """``finish_run`` on ``conn``; the status the row ends with for this run (None: not this run's)."""
+    params = {"video_id": video_id, "run_id": run_id}
+    ended = db.fetch_one(conn, "finish_run", status=status, exit_code=exit_code, error=error, **params)
+    row = ended or db.fetch_one(conn, "run_status", **params)
+    return row["status"] if row else None
+
+
+# The stale sweep (analyzer/fleet/sweep.py): reading the stale rows and counting resubmissions
+
+
+def stale_runs(
+    conn: psycopg.Connection, older_than_s: float, limit: int | None = None, pending_s: float = 0.0
+) -> list[dict[str, Any]]:
     """Videos whose last run died or gave up (see the ``stale_runs`` query), oldest first:
     ``running`` rows silent for ``older_than_s`` seconds, ``interrupted`` rows, and ``failed`` rows
-    whose exit code was retryable."""
+    whose exit code was retryable; not those given up on, nor those resubmitted within
+    ``pending_s`` seconds whose job has not begun a run since."""
     retryable = [int(code) for code in ExitCode if code.retryable]
-    return db.fetch_all(conn, "stale_runs", older_than_s=older_than_s, retryable=retryable, limit=limit)
+    return db.fetch_all(
+        conn, "stale_runs", older_than_s=older_than_s, retryable=retryable, limit=limit, pending_s=pending_s
+    )
+
+
+def count_resubmit(conn: psycopg.Connection, row: dict[str, Any]) -> bool:
+    """Count one resubmission of a ``stale_runs`` row; False when the row changed meanwhile."""
+    counted = db.fetch_one(
+        conn, "count_resubmit", video_id=row["video_id"], run_id=row["run_id"], resubmits=row["resubmits"]
+    )
+    return counted is not None
+
+
+def given_up_runs(conn: psycopg.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """The videos the sweep gave up on, oldest first (``given_up_at`` set; a success clears it)."""
+    return db.fetch_all(conn, "given_up_runs", limit=limit)
+
+
+def give_up(conn: psycopg.Connection, row: dict[str, Any]) -> bool:
+    """Mark a ``stale_runs`` row given up on; True only the first time."""
+    return db.fetch_one(conn, "give_up", video_id=row["video_id"], run_id=row["run_id"]) is not None
 
 
 def key_of(key: str) -> str:
     """The object key of an ``s3://bucket/key`` URI or a bare key."""
     return key.removeprefix("s3://").partition("/")[2] if key.startswith("s3://") else key.lstrip("/")
+
+
+def same_input(stored: str, given: str) -> bool:
+    """Whether a videos-table key names the run's input: the bucket and key when both are
+    ``s3://bucket/key`` URIs (the table says the bucket only that way), else the keys."""
+    if stored.startswith("s3://") and given.startswith("s3://"):
+        return stored == given
+    return key_of(stored) == key_of(given)
 
 
 class Heartbeat(threading.Thread):

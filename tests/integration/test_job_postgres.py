@@ -131,4 +131,7 @@ def test_an_s3_input_is_downloaded_into_the_run_folder_and_removed(
     assert path.parent.parent == system_tmp and path.parent.name.startswith("analyzer-run-")
     assert list(system_tmp.iterdir()) == []
     [row] = query(database_url, "SELECT input_key, input_fingerprint FROM video_analyses")
-    assert row == {"input_key": key, "input_fingerprint": f"etag:{etag}:size:{video.stat().st_size}"}
+    assert row == {
+        "input_key": f"s3://{s3_server.bucket}/{key}",
+        "input_fingerprint": f"etag:{etag}:size:{video.stat().st_size}",
+    }

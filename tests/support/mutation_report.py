@@ -39,7 +39,6 @@ EQUIVALENT: dict[str, str] = {
     "analyzer.job.runner.x__write_json__mutmut_29": "only the temp file's name changes; it is renamed into place",
     "analyzer.job.runner.x__write_json__mutmut_30": "delete=None is falsy like delete=False",
     "analyzer.job.runner.x__write_json__mutmut_33": "only the temp file's name changes; it is renamed into place",
-    "analyzer.job.shutdown.xǁStopSignalsǁ__init____mutmut_4": "nothing reads on_force's return value",
     "analyzer.job.shutdown.xǁStopSignalsǁ__init____mutmut_6": "__enter__ sets _old_mask before anything reads it",
     "analyzer.settings.x__non_negative_float__mutmut_10": 'float("INF") is float("inf")',
     "analyzer.settings.x_add_arguments__mutmut_25": "argparse derives dest 'force' from --force, the field's name",

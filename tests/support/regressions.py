@@ -48,8 +48,8 @@ REGRESSIONS = {
     ),
     "finish-run-unguarded": Regression(
         "analyzer/store/sql/queries.sql",
-        "    exit_code = %(exit_code)s\nWHERE video_id = %(video_id)s AND run_id = %(run_id)s;",
-        "    exit_code = %(exit_code)s\nWHERE video_id = %(video_id)s AND %(run_id)s::text IS NOT NULL;",
+        "exit_code = %(exit_code)s\nWHERE video_id = %(video_id)s AND run_id = %(run_id)s AND status = 'running'\n",
+        "exit_code = %(exit_code)s\nWHERE video_id = %(video_id)s AND %(run_id)s::text IS NOT NULL\n",
         ("tests/integration/test_store.py",),
     ),
     "upsert-does-nothing": Regression(

@@ -23,6 +23,7 @@ from analyzer.analysis.control import Control
 from analyzer.errors import (
     ExitCode,
     InfrastructureError,
+    InputNotFound,
     InputRejected,
     Interrupted,
     LockLost,
@@ -84,6 +85,35 @@ def test_a_run_writes_its_events_once_and_the_next_is_already_done(video: Path) 
     assert forced.run() is ExitCode.OK and forced.summary["outcome"] == "succeeded"
     assert database.analyses[VIDEO_ID]["run_id"] != row["run_id"]
     assert not database.locks  # every run let go of its lock
+
+
+def test_a_run_that_ends_before_it_begins_leaves_a_row(tmp_path: Path) -> None:
+    database = MemoryDatabase()
+    missing = tmp_path / "gone.mp4"
+    with pytest.raises(InputNotFound):
+        job(database, settings(missing, batch_job_id="job-9")).run()
+    row = database.analyses[VIDEO_ID]
+    assert (row["status"], row["exit_code"], row["input_key"], row["batch_job_id"]) == (
+        "failed",
+        ExitCode.INPUT_NOT_FOUND,
+        str(missing),
+        "job-9",
+    )
+    assert not database.locks
+
+
+def test_a_refused_run_or_one_stopped_by_a_holder_writes_no_row(video: Path) -> None:
+    refusing = MemoryDatabase(videos={VIDEO_ID: "s3://bucket/another.mp4"})
+    with pytest.raises(VideoMismatch):
+        job(refusing, settings(video)).run()
+    assert refusing.analyses == {}  # a row under this video_id would name the wrong input
+    database = MemoryDatabase()
+    holder = MemoryStore(database, "analyzer:job=first")
+    assert holder.try_lock(VIDEO_ID)
+    holder.last_beat -= 1.0
+    with pytest.raises(InfrastructureError, match="silent"):
+        job(database, settings(video, heartbeat_interval=0.01)).run()
+    assert database.analyses == {}  # the holder's row is its own
 
 
 def test_a_duplicate_skips_while_the_holder_beats(video: Path) -> None:

@@ -74,11 +74,42 @@ ON CONFLICT (video_id, event_key) DO UPDATE SET
 DELETE FROM events WHERE video_id = %(video_id)s AND NOT (event_key = ANY(%(event_keys)s));
 
 -- finish_run --
+-- Ends this run's row as failed or interrupted, only while it is this run's and still running: a
+-- final write that committed first (succeeded) is never overwritten, nor another run's row.
 UPDATE video_analyses
 SET status = %(status)s, finished_at = now(), heartbeat_at = now(),
-    frames = %(frames)s, faces = %(faces)s, events = %(events)s, error = %(error)s,
-    exit_code = %(exit_code)s
-WHERE video_id = %(video_id)s AND run_id = %(run_id)s;
+    frames = NULL, faces = NULL, events = NULL, error = %(error)s, exit_code = %(exit_code)s
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s AND status = 'running'
+RETURNING status;
+
+-- succeed_run --
+-- The last statement of the final write (after the fence): the run succeeded, so the stale
+-- sweep's count of resubmissions starts again.
+UPDATE video_analyses
+SET status = 'succeeded', finished_at = now(), heartbeat_at = now(),
+    frames = %(frames)s, faces = %(faces)s, events = %(events)s, error = NULL, exit_code = 0,
+    resubmits = 0, resubmitted_at = NULL, given_up_at = NULL
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s AND status = 'running';
+
+-- run_status --
+-- How this run's row ended; NULL when another run owns the row.
+SELECT status FROM video_analyses WHERE video_id = %(video_id)s AND run_id = %(run_id)s;
+
+-- record_end --
+-- A run that ended before it began (before begin_run: stopped while waiting for a lock, S3 down,
+-- object not found) leaves a row saying so. Only on a session that holds the video's lock, so
+-- no live run's row is touched; a succeeded row keeps its analysis (its events stand).
+INSERT INTO video_analyses AS va (video_id, run_id, status, batch_job_id, batch_attempt, input_key,
+                                  model_version, heartbeat_at, started_at, finished_at, exit_code, error)
+VALUES (%(video_id)s, %(run_id)s, %(status)s, %(batch_job_id)s, %(batch_attempt)s, %(input_key)s,
+        %(model_version)s, now(), now(), now(), %(exit_code)s, %(error)s)
+ON CONFLICT (video_id) DO UPDATE SET
+    run_id = EXCLUDED.run_id, status = EXCLUDED.status, batch_job_id = EXCLUDED.batch_job_id,
+    batch_attempt = EXCLUDED.batch_attempt, input_key = EXCLUDED.input_key, input_fingerprint = NULL,
+    model_version = EXCLUDED.model_version, heartbeat_at = now(), started_at = now(), finished_at = now(),
+    frames = NULL, faces = NULL, events = NULL, exit_code = EXCLUDED.exit_code, error = EXCLUDED.error
+WHERE va.status <> 'succeeded'
+RETURNING status;
 
 -- video_table_exists --
 -- The argument is the name exactly as the guard's query writes it (quoted identifiers, so no
@@ -88,15 +119,40 @@ SELECT to_regclass(%(table)s) IS NOT NULL AS present;
 -- stale_runs --
 -- Videos whose last run died or gave up, for resubmission: running rows whose heartbeat stopped,
 -- interrupted runs (SIGTERM: cancel, Batch timeout, Spot reclaim), and failed runs whose exit
--- code was retryable (Batch ran out of attempts). Oldest first.
-SELECT video_id, input_key, status, batch_job_id, exit_code, error,
+-- code was retryable (Batch ran out of attempts). Oldest first. Left out: videos given up on, and
+-- those resubmitted since their last run began, for pending_s (their job may still be queued).
+SELECT video_id, run_id, input_key, status, batch_job_id, exit_code, error, resubmits,
        extract(epoch FROM now() - heartbeat_at)::float8 AS silent_s
 FROM video_analyses
-WHERE (status = 'running' AND heartbeat_at < now() - make_interval(secs => %(older_than_s)s))
-   OR status = 'interrupted'
-   OR (status = 'failed' AND exit_code = ANY(%(retryable)s))
+WHERE ((status = 'running' AND heartbeat_at < now() - make_interval(secs => %(older_than_s)s))
+       OR status = 'interrupted'
+       OR (status = 'failed' AND exit_code = ANY(%(retryable)s)))
+  AND given_up_at IS NULL
+  AND NOT coalesce(resubmitted_at >= started_at
+                   AND resubmitted_at > now() - make_interval(secs => %(pending_s)s), false)
 ORDER BY heartbeat_at, video_id
 LIMIT %(limit)s;
+
+-- count_resubmit --
+-- One more resubmission of this stale row, unless it changed since it was read (a run began,
+-- or another sweep counted it first).
+UPDATE video_analyses SET resubmits = resubmits + 1, resubmitted_at = now()
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s AND resubmits = %(resubmits)s AND given_up_at IS NULL
+RETURNING resubmits;
+
+-- given_up_runs --
+-- The videos the sweep gave up on (for an operator: analyzer submit --stale --dry-run lists them).
+SELECT video_id, input_key, status, exit_code, error, resubmits, given_up_at
+FROM video_analyses WHERE given_up_at IS NOT NULL
+ORDER BY given_up_at, video_id
+LIMIT %(limit)s;
+
+-- give_up --
+-- The sweep stops resubmitting this video (it was resubmitted its maximum number of times);
+-- returns a row only the first time, so it is logged and counted once.
+UPDATE video_analyses SET given_up_at = now()
+WHERE video_id = %(video_id)s AND run_id = %(run_id)s AND given_up_at IS NULL
+RETURNING video_id;
 
 -- migration_lock --
 -- Concurrent workers starting together apply the migrations one at a time.
