@@ -3,8 +3,9 @@
 A photo chip (UTKFace's 200 px, FairFace's 224 px) shows a face far larger and sharper than most
 faces in a video frame. ``degrade`` shrinks the chip so that its face is about ``face_px``
 pixels (measured on the clean chip by our own detector), blurs it (lens, focus and motion),
-pads it with its own border so that the detector sees some context (a face filling the image is
-not what it was trained on), and passes it through JPEG (block artefacts like a video codec's).
+pads it with its own border to a square of CANVAS_FACES face sizes, so that the detector sees
+some context (a face filling the image is not what it was trained on) and all chips of a level
+share one shape (one batch), and passes it through JPEG (block artefacts like a video codec's).
 The chip is never scaled back up: the face the detector and classifier see has the pixels a
 small face in a frame has, so per-face quality measures (size, sharpness) mean what they mean
 on video.
@@ -19,7 +20,7 @@ import numpy as np
 
 __all__ = ["Degradation", "VIDEO_LEVELS", "degrade"]
 
-PAD_SHARE = 0.5  # border added on each side, in shares of the shrunk chip's side
+CANVAS_FACES = 3.2  # side of the degraded image, in face sizes: every chip of a level has one shape
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ def degrade(image: np.ndarray, clean_face_px: float, level: Degradation) -> np.n
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else image
     if level.blur_sigma > 0:
         small = cv2.GaussianBlur(small, (0, 0), level.blur_sigma)
-    pad = round(PAD_SHARE * max(small.shape[:2]))
-    padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    side = max(round(CANVAS_FACES * level.face_px), *small.shape[:2])
+    top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    bottom, right = side - small.shape[0] - top, side - small.shape[1] - left
+    padded = cv2.copyMakeBorder(small, top, bottom, left, right, cv2.BORDER_REPLICATE)
     ok, encoded = cv2.imencode(".jpg", padded, [cv2.IMWRITE_JPEG_QUALITY, level.jpeg_quality])
     if not ok:
         raise ValueError("JPEG encoding failed")

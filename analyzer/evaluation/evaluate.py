@@ -1,7 +1,11 @@
-"""``analyzer evaluate``: how right the gender, gender_score and age are, on a labelled folder.
+"""``analyzer evaluate``: how right the gender, gender_score and age are, on a labelled folder
+of face images or on the labelled video set.
 
-The folder is laid out as ``../shared/data/utkface_eval``: ``MANIFEST.tsv`` and ``images/``
-with one face per image (see analyzer.evaluation.evalset). How each image is measured, and how an image
+The folder is laid out as ``../shared/data/utkface_eval`` (``MANIFEST.tsv`` with ages, and
+``images/``) or as ``../shared/data/fairface_540`` (``MANIFEST.tsv`` with FairFace age bins, images
+beside it), one face per image (see analyzer.evaluation.evalset). ``--video-set LABELS`` runs the
+worker's pipeline on every video of a labels.json (analyzer.evaluation.videoset) and scores its
+appearances, real and synthetic videos apart, with the shipped constants. How each image is measured, and how an image
 without a detected face counts, is in analyzer.evaluation.quality. This module stays light (no numpy, no
 torch at import): the CLI builds its parser on every run.
 
@@ -41,6 +45,10 @@ HALVES = ("fit", "held-out", "all")
 @model_errors()
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``evaluate``: see the module docstring."""
+    if args.video_set:
+        return _evaluate_videos(args)
+    if not args.folder:
+        raise InputNotFound("give a labelled folder or --video-set LABELS")
     folder = Path(args.folder)
     if not (folder / "MANIFEST.tsv").is_file():
         raise InputNotFound(f"{folder}: no MANIFEST.tsv (expected the utkface_eval layout)")
@@ -81,6 +89,51 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_videos(args: argparse.Namespace) -> int:
+    """``--video-set``: the pipeline on each labelled video, its appearances scored per kind."""
+    from analyzer.analysis.pooling import POOLINGS
+    from analyzer.evaluation import videoset
+    from analyzer.faces import default_model_dir
+    from analyzer.settings import DEFAULT_MIN_GENDER_SCORE
+    from models.weights import classifier_config
+
+    try:
+        videos = videoset.load(args.video_set)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise InputNotFound(f"{args.video_set}: {exc}") from exc
+    model_dir = Path(args.model_dir or default_model_dir())
+    temperature = classifier_config(DEFAULT_CLASSIFIER).gender_temperature
+    pooling = POOLINGS[DEFAULT_CLASSIFIER]
+    records = [
+        {
+            "name": video.name,
+            "kind": video.kind,
+            "half": video.half,
+            "temperature": temperature,
+            "matches": videoset.analyse(video, model_dir, device=args.device, detector=args.detector),
+        }
+        for video in videos
+    ]
+    rows = videoset.judged(records, temperature, pooling)
+    reports = {
+        kind: videoset.report([r for r in rows if r.kind == kind], pooling.rho, DEFAULT_MIN_GENDER_SCORE, pooling.age)
+        for kind in sorted({r.kind for r in rows})
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "videos.json").write_text(json.dumps(reports, indent=1) + "\n")
+    lines = [
+        "| videos | appearances | answered % | right % of answered | age-bin accuracy % |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, r in reports.items():
+        right = "-" if r["right_of_answered"] is None else f"{100 * r['right_of_answered']:.1f}"
+        age = "-" if r["age_bin_accuracy"] is None else f"{100 * r['age_bin_accuracy']:.1f}"
+        lines.append(f"| {kind} | {r['appearances']} | {100 * r['answered_share']:.1f} | {right} | {age} |")
+    sys.stdout.write("\n".join(lines) + f"\n\nwritten: {out / 'videos.json'}\n")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command to ``subparsers``."""
     parser = subparsers.add_parser(
@@ -90,7 +143,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "through the detector and classifier; print and write gender accuracy (overall, per age bin, race and "
         "pose), calibration, accuracy at coverage, age MAE and age-range coverage, with PNG charts.",
     )
-    parser.add_argument("folder", help="folder with MANIFEST.tsv and images/ (the utkface_eval layout)")
+    parser.add_argument(
+        "folder", nargs="?", help="folder with MANIFEST.tsv and its images (utkface_eval or fairface_540 layout)"
+    )
+    parser.add_argument(
+        "--video-set",
+        metavar="LABELS",
+        help="score the worker's appearances on the labelled videos of LABELS (e.g. tests/data/video_set/labels.json)",
+    )
     parser.add_argument(
         "--classifier",
         action="append",

@@ -255,6 +255,7 @@ def report(rows: list[Judged], rho: float, min_score: float, age: Any = None) ->
     scores, right = pooled_scores(rows, rho)
     answered = scores >= min_score
     figures: dict[str, Any] = {
+        "min_gender_score": min_score,
         "appearances": len(rows),
         "with_faces": int(len(scores)),
         "answered": int(answered.sum()),
