@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--fairface", default="out/features/fairface")
     parser.add_argument("--utkface", default="out/features/utkface")
     parser.add_argument("--videos", nargs="*", default=[], help="scripts/video_features.py JSON files")
+    parser.add_argument("--labels", nargs="*", default=[], help="the labels.json files of those videos")
     parser.add_argument("--out", default="out/fit")
     args = parser.parse_args()
 
@@ -181,7 +182,8 @@ def main() -> None:
         for label, row in figures["by_bin"].items():
             print("   ", label, row)
     if args.videos:
-        records = videoset.load_records(args.videos)
+        videos = [video for labels in args.labels for video in videoset.load(labels)]
+        records = videoset.load_records(args.videos, videos)
         rows = videoset.judged(records, temperature, pooling)
         synthetic_fit = [r for r in rows if r.kind == "synthetic" and r.half == "fit"]
         synthetic_held = [r for r in rows if r.kind == "synthetic" and r.half == "held_out"]

@@ -3,8 +3,8 @@
     .venv/bin/python scripts/video_features.py tests/data/video_set/labels.json out/video_features
 
 Writes ``<out>/<video name>.json``: the classifier temperature the faces' log-odds were divided
-by, the video's kind and half, and each label matched to its appearance's faces
-(analyzer.evaluation.videoset), the input of ``scripts/fit_pooling.py``. A video whose file
+by, the video's kind and half, and every appearance's faces (analyzer.evaluation.videoset; the
+labels are matched to them when read), the input of ``scripts/fit_pooling.py``. A video whose file
 exists already is skipped (delete it to redo).
 """
 
@@ -35,16 +35,17 @@ def main() -> None:
         if target.exists() or (args.half and video.half and video.half != args.half):
             continue
         started = time.monotonic()
-        matches = videoset.analyse(video, default_model_dir())
+        appearances = videoset.analyse(video, default_model_dir())
         record = {
             "name": video.name,
             "kind": video.kind,
             "half": video.half,
             "temperature": CLASSIFIERS["cydral"].gender_temperature,
             "seconds": round(time.monotonic() - started, 1),
-            "matches": videoset.to_json(matches),
+            "appearances": videoset.faces_to_json(appearances),
         }
         target.write_text(json.dumps(record) + "\n")
+        matches = videoset.match(video, appearances)
         found = sum(m.faces is not None for m in matches)
         print(f"{video.name}: {found}/{len(matches)} labels matched, {record['seconds']} s", flush=True)
 

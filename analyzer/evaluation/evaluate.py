@@ -110,7 +110,9 @@ def _evaluate_videos(args: argparse.Namespace) -> int:
             "kind": video.kind,
             "half": video.half,
             "temperature": temperature,
-            "matches": videoset.analyse(video, model_dir, device=args.device, detector=args.detector),
+            "matches": videoset.match(
+                video, videoset.analyse(video, model_dir, device=args.device, detector=args.detector)
+            ),
         }
         for video in videos
     ]

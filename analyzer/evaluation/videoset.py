@@ -35,6 +35,8 @@ __all__ = [
     "analyse",
     "judged",
     "load",
+    "faces_from_json",
+    "faces_to_json",
     "load_records",
     "match",
     "pooled_scores",
@@ -134,55 +136,52 @@ def _iou(a: tuple[float, float, float, float], b: np.ndarray) -> float:
 
 
 def match(video: LabelledVideo, appearances: dict[str, AppearanceFaces]) -> list[Match]:
-    """Each label of ``video`` with the appearance that best overlaps its box near its time."""
-    matches = []
-    for label in video.appearances:
-        best: tuple[float, str | None] = (MATCH_IOU, None)
+    """Each label of ``video`` with the appearance that best overlaps its box near its time; one
+    appearance answers for one label at most (pairs taken best overlap first)."""
+    pairs = []
+    for i, label in enumerate(video.appearances):
         for key, faces in appearances.items():
-            near = np.abs(faces.times_ms / 1000.0 - label.t_s) <= MATCH_WINDOW_S
-            for i in np.flatnonzero(near):
-                overlap = _iou(label.box, faces.boxes[i])
-                if overlap >= best[0]:
-                    best = (overlap, key)
-        key = best[1]
-        matches.append(Match(video.name, label, key, appearances[key] if key is not None else None))
-    return matches
+            near = np.flatnonzero(np.abs(faces.times_ms / 1000.0 - label.t_s) <= MATCH_WINDOW_S)
+            overlap = max((_iou(label.box, faces.boxes[k]) for k in near), default=0.0)
+            if overlap >= MATCH_IOU:
+                pairs.append((-overlap, i, key))
+    chosen: dict[int, str] = {}
+    for _, i, key in sorted(pairs):
+        if i not in chosen and key not in chosen.values():
+            chosen[i] = key
+    return [
+        Match(video.name, label, chosen.get(i), appearances[chosen[i]] if i in chosen else None)
+        for i, label in enumerate(video.appearances)
+    ]
 
 
-def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> list[Match]:
-    """Run the real pipeline on ``video`` and match its appearances to the labels."""
+def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> dict[str, AppearanceFaces]:
+    """Every appearance the real pipeline finds in ``video`` (event_key -> its faces)."""
     from analyzer.analysis.pipeline import analyze_video
     from analyzer.settings import Settings
 
     options = {"min_gender_score": 0.0, "log_format": "text", "device": "cpu"} | settings
     result = analyze_video(video.path, Settings(video_key=str(video.path), video_id=1, model_dir=model_dir, **options))
-    return match(video, result.appearances)
+    return result.appearances
 
 
-def to_json(matches: list[Match]) -> list[dict[str, Any]]:
-    """Matches as JSON-ready dicts (the faces' arrays as lists), for caching a slow analysis."""
-    rows = []
-    for m in matches:
-        faces = None
-        if m.faces is not None:
-            faces = {name: getattr(m.faces, name).tolist() for name in AppearanceFaces.__dataclass_fields__}
-        rows.append({"video": m.video, "label": m.label.__dict__, "event_key": m.event_key, "faces": faces})
-    return rows
+def faces_to_json(appearances: dict[str, AppearanceFaces]) -> dict[str, dict[str, list]]:
+    """Appearances as JSON-ready dicts (arrays as lists), for caching a slow analysis."""
+    return {
+        key: {name: getattr(faces, name).tolist() for name in AppearanceFaces.__dataclass_fields__}
+        for key, faces in appearances.items()
+    }
 
 
-def from_json(rows: list[dict[str, Any]]) -> list[Match]:
-    """The inverse of ``to_json``."""
-    matches = []
-    for row in rows:
-        label = LabelledAppearance(**{**row["label"], "box": tuple(row["label"]["box"])})
-        faces = None
-        if row["faces"] is not None:
-            arrays = {name: np.asarray(value) for name, value in row["faces"].items()}
-            arrays["judgeable"] = arrays["judgeable"].astype(bool)
-            arrays["boxes"] = arrays["boxes"].reshape(-1, 4)
-            faces = AppearanceFaces(**arrays)
-        matches.append(Match(row["video"], label, row["event_key"], faces))
-    return matches
+def faces_from_json(data: dict[str, dict[str, list]]) -> dict[str, AppearanceFaces]:
+    """The inverse of ``faces_to_json``."""
+    appearances = {}
+    for key, columns in data.items():
+        arrays = {name: np.asarray(value) for name, value in columns.items()}
+        arrays["judgeable"] = arrays["judgeable"].astype(bool)
+        arrays["boxes"] = arrays["boxes"].reshape(-1, 4)
+        appearances[key] = AppearanceFaces(**arrays)
+    return appearances
 
 
 # -- scoring appearances --
@@ -203,12 +202,16 @@ class Judged:
     age_probs: np.ndarray | None
 
 
-def load_records(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """scripts/video_features.py's records (name, kind, half, temperature, matches), parsed."""
+def load_records(paths: list[str | Path], videos: list[LabelledVideo]) -> list[dict[str, Any]]:
+    """scripts/video_features.py's records (name, kind, half, temperature, appearances), each
+    with ``matches``: the labels of its video in ``videos`` matched to its appearances."""
+    by_name = {video.name: video for video in videos}
     records = []
     for path in paths:
         record = json.loads(Path(path).read_text())
-        record["matches"] = from_json(record["matches"])
+        if record["name"] not in by_name:
+            continue
+        record["matches"] = match(by_name[record["name"]], faces_from_json(record["appearances"]))
         records.append(record)
     return records
 

@@ -77,4 +77,14 @@ def test_each_label_matches_the_appearance_on_its_box_near_its_time(tmp_path: Pa
     first, second = videoset.match(video, appearances)
     assert first.event_key == "hers" and first.faces is appearances["hers"]
     assert second.event_key is None and second.faces is None  # nothing near 5 s: missed
-    assert videoset.from_json(videoset.to_json([first]))[0].faces.times_ms.tolist() == [600, 800]
+    again = videoset.faces_from_json(videoset.faces_to_json(appearances))
+    assert again["hers"].times_ms.tolist() == [600, 800] and again["hers"].boxes.shape == (2, 4)
+
+
+def test_one_appearance_answers_for_one_label_only(tmp_path: Path) -> None:
+    side_by_side = [LABEL, LABEL | {"id": "clip-02", "box": [130, 100, 50, 60]}]  # overlapping boxes
+    (video,) = videoset.load(labels_file(tmp_path, side_by_side))
+    appearances = {"left": faces([1.0], [100, 100, 150, 160]), "right": faces([1.0], [135, 100, 185, 160])}
+    assert [m.event_key for m in videoset.match(video, appearances)] == ["left", "right"]
+    (first, second) = videoset.match(video, {"left": appearances["left"]})
+    assert (first.event_key, second.event_key) == ("left", None)
