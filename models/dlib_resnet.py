@@ -176,7 +176,9 @@ def chip_template(template: tuple[tuple[float, float], ...], size: int, padding:
     dlib puts a face point at unit position u (its mean face shape, 0..1) at chip pixel
     (padding + u) / (2 padding + 1) x (size - 1) (``get_face_chip_details``, then
     ``extract_image_chip``, which maps the chip's corner pixels onto the rectangle's corners), so
-    one dlib chip's template gives any other's exactly. Returns (5, 2) float32, x, y in pixels.
+    one dlib chip's template gives any other's; dlib's ``centered_drect`` makes each chip's
+    rectangle one image pixel narrower, a relative 1 / (size x scale) that a fixed template
+    ignores (0.03 px at 150 px for a face about 150 px wide). Returns (5, 2) float32, x, y in pixels.
     """
     points = torch.tensor(template, dtype=torch.float64)
     unit = points / (AGE_CHIP_SIZE - 1) * (2 * CYDRAL_PADDING + 1) - CYDRAL_PADDING
