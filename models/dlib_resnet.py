@@ -61,10 +61,14 @@ EMBEDDING_SIZE = 128
 # dlib's distance threshold for "same person" (its loss_metric's dist_thresh, stored in the .dat,
 # and the threshold of its face_recognition examples), a Euclidean distance between descriptors
 MATCH_DISTANCE = 0.6
-# (channels, stride) of the residual blocks in the order they run
+# (channels, stride) of the residual blocks in the order they run: dlib's alevel4 ... alevel0
 BLOCKS: tuple[tuple[int, int], ...] = (
-    ((32, 1),) * 3 + ((64, 2),) + ((64, 1),) * 3 + ((128, 2),) + ((128, 1),) * 2 + ((256, 2),) + ((256, 1),) * 2
-) + ((256, 2),)
+    (32, 1), (32, 1), (32, 1),
+    (64, 2), (64, 1), (64, 1), (64, 1),
+    (128, 2), (128, 1), (128, 1),
+    (256, 2), (256, 1), (256, 1),
+    (256, 2),
+)  # fmt: skip
 STEM_CHANNELS = 32
 
 
@@ -136,6 +140,7 @@ def convert_dat(source: Path, target: Path) -> None:
             found = tuple(layer.settings[k] for k in ("num_filters", "nr", "nc", "stride_y", "stride_x"))
             found += (layer.settings["padding_y"], layer.settings["padding_x"])
             _check(found == expected, source, f"{name} is {found}, expected {expected}")
+            _check("bias" in layer.arrays, source, f"{name} has no bias")
             state[f"{name}.weight"] = torch.from_numpy(layer.arrays["weight"].copy())
             state[f"{name}.bias"] = torch.from_numpy(layer.arrays["bias"].copy())
             pending = name
