@@ -88,7 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Copy the weight files from a local folder (--from) or download them from "
         "their upstream repositories, checking each file's sha256.",
     )
-    fetch.add_argument("--from", dest="source", default=None, metavar="DIR", help="local folder holding the files")
+    fetch.add_argument(
+        "--from",
+        dest="source",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="local folder holding the files (repeatable: each model from the first folder holding it)",
+    )
     _add_model_dir_option(fetch)
     fetch.set_defaults(handler=run_models_fetch)
 
@@ -156,8 +163,9 @@ def run_models_fetch(args: argparse.Namespace) -> int:
     from models.weights import fetch, sha256_of
 
     model_dir = args.model_dir or default_model_dir()
-    if args.source is not None and not Path(args.source).is_dir():
-        raise SettingsError(f"--from {args.source}: not a folder")
+    for folder in args.source or ():
+        if not Path(folder).is_dir():
+            raise SettingsError(f"--from {folder}: not a folder")
     for path in fetch(model_dir, args.source):
         sys.stdout.write(f"{path} sha256 {sha256_of(path)[:12]} ok\n")
     sys.stdout.flush()

