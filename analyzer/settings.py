@@ -25,9 +25,10 @@ from analyzer.ids import parse_column_name, parse_table_name, parse_video_id
 from analyzer.source.s3 import check_bucket, check_key, is_s3_uri, split_s3_uri
 from models.weights import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS  # light: no torch at import
 
-# Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen on the
-# fit half of ../shared/data/utkface_eval so that answered faces are >= 95 % right (docs/quality.md).
-DEFAULT_MIN_GENDER_SCORE = 81.0
+# Least gender_score (percent) that is stored; below it gender and gender_score are NULL. Chosen by
+# scripts/fit_pooling.py on appearances (the synthetic FairFace tracks' fit half and the real clips of
+# tests/data/video_set) as the least score whose answered appearances are >= 95 % right (docs/quality.md).
+DEFAULT_MIN_GENDER_SCORE = 85.0
 DEFAULT_MIN_FACE_PX = 40.0  # px; smaller faces are not judged (analyzer.analysis.tracking says why)
 
 DEFAULT_MODEL_DIR = "weights"

@@ -340,10 +340,11 @@ class ClassifierConfig:
 
 CLASSIFIERS: dict[str, ClassifierConfig] = {
     # flip: held-out age MAE 7.30 -> 7.14 (RetinaFace), 7.32 -> 7.07 (YuNet), gender within 0.3
-    # points (docs/models.md). gender_temperature: fitted (least log-loss) on the evaluation set's fit
-    # half with `analyzer evaluate --fit`; held-out ECE in docs/quality.md.
+    # points (docs/models.md). gender_temperature: fitted (least log-loss, with the pooling's blur
+    # slope) on FairFace 540's fit half, clean and degraded chips, by scripts/fit_pooling.py; held-out
+    # ECE in docs/quality.md. (2.6 before, fitted on UTKFace, which is now an evaluation set only.)
     "cydral": ClassifierConfig(
-        name="cydral", models=("cydral_gender", "cydral_age"), gender_temperature=2.6, flip=True
+        name="cydral", models=("cydral_gender", "cydral_age"), gender_temperature=2.25, flip=True
     ),
     "insightface": ClassifierConfig(
         name="insightface",

@@ -270,7 +270,9 @@ def wilson_lower(right: int, n: int, z: float = WILSON_Z) -> float:
     return (centre - spread) / (1 + z * z / n)
 
 
-def choose_min_score(scores: np.ndarray, correct: np.ndarray, target: float = 0.95) -> float:
+def choose_min_score(
+    scores: np.ndarray, correct: np.ndarray, target: float = 0.95, z: float = WILSON_Z, least: int = 1
+) -> float:
     """Least whole-percent score s such that the faces with score >= s are right at least
     ``target`` of the time with 95 % confidence: the one-sided Wilson lower bound of their share
     right reaches the target. (Chosen where the share is exactly at the target, a threshold is as
@@ -280,6 +282,9 @@ def choose_min_score(scores: np.ndarray, correct: np.ndarray, target: float = 0.
         scores: (n,) gender scores in percent, 50-100.
         correct: (n,) bool, whether each face's gender is right.
         target: the share right wanted among answered faces.
+        z: the Wilson bound's normal quantile (0: the measured share itself, for sets too small
+            for a 95 % bound to reach the target at all).
+        least: the fewest answered faces a threshold may rest on.
 
     Returns:
         The score in percent (100.0 when no threshold reaches the target).
@@ -288,7 +293,8 @@ def choose_min_score(scores: np.ndarray, correct: np.ndarray, target: float = 0.
     correct = np.asarray(correct, dtype=bool)
     for s in np.arange(50.0, 100.0, 1.0):
         answered = scores >= s
-        if answered.any() and wilson_lower(int(correct[answered].sum()), int(answered.sum())) >= target:
+        n = int(answered.sum())
+        if n >= least and wilson_lower(int(correct[answered].sum()), n, z) >= target:
             return float(s)
     return 100.0
 
@@ -369,11 +375,15 @@ FULL_DETAIL_SHARPNESS = 100.0  # variance of Laplacian at which a crop looks cle
 SLOPE_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2, for the quality temperature
 RHO_GRID = tuple(round(0.01 * i, 2) for i in range(101))  # 0 .. 1
 CORRECTION_TEMPERATURES = (1.0, 1.3, 1.6, 2.0)  # age softening tried under the monotone correction
-CORRECTION_QUANTILES = tuple(i / 12 for i in range(13))  # knots of the correction: expectation quantiles
+CORRECTION_KNEES = tuple(float(k) for k in range(20, 65, 5))  # years; where the stretch of old ages starts
+CORRECTION_SLOPES = tuple(round(1.0 + 0.05 * i, 2) for i in range(31))  # 1 .. 2.5, the stretch past the knee
+AGE_RANGE_TOP = 80  # years; the net's oldest class, the correction's last knot
 RANGE_KNOTS = (0.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)  # corrected ages (years)
 RANGE_KERNEL = 10.0  # years; half-width of the triangular kernel of the range's local quantiles
 IMPUTED_AGES = 5  # a face labelled by a bin stands for this many ages spread evenly over the bin
 RANGE_STEP = 0.5  # years added per widening step where a bin's coverage falls short
+MAX_HALF_WIDTH = 40.0  # years; no side of the range is widened past this
+MAX_WIDENINGS = 2000  # steps at most (a bin that cannot reach the coverage stops the widening there)
 
 
 def quality_halvings(face_px: np.ndarray, sharpness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -438,30 +448,28 @@ def fit_rho(appearances: list[tuple[np.ndarray, np.ndarray]], is_male: np.ndarra
     return min(scored)[1]
 
 
-def isotonic(values: np.ndarray) -> np.ndarray:
-    """Least-squares non-decreasing fit of ``values`` in their order (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for v in np.asarray(values, dtype=np.float64):
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            total, count = blocks.pop()
-            blocks[-1][0] += total
-            blocks[-1][1] += count
-    return np.concatenate([np.full(int(count), total / count) for total, count in blocks])
-
-
 def _interval_distance(age: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Years from each age to its label's interval [low, high + 1) (0 inside)."""
     return np.maximum(low - age, 0.0) + np.maximum(age - (high + 1.0), 0.0)
 
 
-def _correction(expectation: np.ndarray, target: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Knots (expectation quantiles) and their isotonic-fitted ages, strictly increasing knots."""
-    order = np.argsort(expectation, kind="stable")
-    fitted = isotonic(target[order])
-    knots = np.unique(np.round(np.quantile(expectation, CORRECTION_QUANTILES), 2))
-    ages = np.maximum.accumulate(np.interp(knots, expectation[order], fitted))
-    return tuple(float(k) for k in knots), tuple(round(float(a), 2) for a in ages)
+def _correction(
+    expectation: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The stretch of least mean distance of the corrected ages to their labels' intervals: ages
+    read as they are up to a knee, and the expectation past it stretched by a slope (knee in
+    CORRECTION_KNEES, slope in CORRECTION_SLOPES), as knots and ages of a piecewise-linear map.
+    Two parameters, so that the map follows the broad lean of the net (old faces read young), not
+    the noise of a few hundred faces' bins."""
+    best = (math.inf, 0.0, 1.0)
+    for knee in CORRECTION_KNEES:
+        for slope in CORRECTION_SLOPES:
+            age = np.where(expectation > knee, knee + slope * (expectation - knee), expectation)
+            error = round(float(np.mean(_interval_distance(age, low, high))), 9)
+            best = min(best, (error, knee, slope))
+    _, knee, slope = best
+    top = float(AGE_RANGE_TOP)
+    return (0.0, knee, top), (0.0, knee, round(knee + slope * (top - knee), 2))
 
 
 def _imputed(low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -488,6 +496,21 @@ def _bin_coverage(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray,
     return {g: float(inside[groups == g].mean()) for g in np.unique(groups)}
 
 
+def _widen(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> AgeCorrection:
+    """One RANGE_STEP more on the side and at the knot where most of ``rows``' ages outside their
+    range lie (the knot nearest the median corrected age of those faces), at most MAX_HALF_WIDTH."""
+    low = np.floor(age - np.interp(age, correction.range_knots, correction.below))
+    high = np.ceil(age + np.interp(age, correction.range_knots, correction.above))
+    above = rows[:, None] & (truth > high[:, None])
+    below = rows[:, None] & (truth < low[:, None])
+    older = above.sum() >= below.sum()
+    missed = (above if older else below).any(axis=1)
+    knot = int(np.argmin(np.abs(np.asarray(correction.range_knots) - np.median(age[missed]))))
+    widths = list(correction.above if older else correction.below)
+    widths[knot] = min(widths[knot] + RANGE_STEP, MAX_HALF_WIDTH)
+    return replace(correction, **{"above" if older else "below": tuple(widths)})
+
+
 def fit_age_correction(
     probs: np.ndarray, low: np.ndarray, high: np.ndarray, classes: np.ndarray, coverage: float = AGE_FIT_COVERAGE
 ) -> AgeCorrection:
@@ -495,21 +518,22 @@ def fit_age_correction(
 
     probs: (n, C) age distributions over ``classes``; low, high: (n,) each face's label as whole
     years (an exact age has low == high; a bin its first and last year). For each softening
-    temperature in CORRECTION_TEMPERATURES the expectation is mapped onto the labels' midpoints
-    by isotonic regression (read at CORRECTION_QUANTILES of the expectation); the temperature
-    whose corrected ages lie nearest their labels' intervals wins. The range's half-widths at
+    temperature in CORRECTION_TEMPERATURES a monotone stretch of the expectation past a knee
+    (``_correction``) is searched for the least mean distance of the corrected ages to their
+    labels' intervals (a distance, not a squared one: it does not pull every age towards the
+    middle as a regression to the bins' midpoints would); the temperature whose corrected ages lie
+    nearest wins. The range's half-widths at
     RANGE_KNOTS are local quantiles of the label minus the corrected age (a bin label stands for
     IMPUTED_AGES ages spread over it), then widened step by step where a label's coverage falls
     short of ``coverage``, so that it holds in every label group, not only overall.
     """
     low = np.asarray(low, dtype=np.float64)
     high = np.asarray(high, dtype=np.float64)
-    target = (low + high + 1.0) / 2.0
     best: tuple[float, float, tuple[float, ...], tuple[float, ...]] | None = None
     for temperature in CORRECTION_TEMPERATURES:
         softened = AgeCalibration(temperature, 0.0, 0.0).soften(probs)
         expectation = softened @ np.asarray(classes, dtype=np.float64)
-        knots, ages = _correction(expectation, target)
+        knots, ages = _correction(expectation, low, high)
         error = float(np.mean(_interval_distance(np.interp(expectation, knots, ages), low, high)))
         if best is None or error < best[0]:
             best = (error, temperature, knots, ages)
@@ -524,19 +548,12 @@ def fit_age_correction(
     above = [max(0.0, _local_quantile(age, residual, k, 1.0 - tail)) for k in RANGE_KNOTS]
     correction = AgeCorrection(temperature, knots, ages, RANGE_KNOTS, tuple(below), tuple(above), coverage)
     groups = np.array([f"{a:g}-{b:g}" for a, b in zip(low, high)])
-    for _ in range(1000):
+    for _ in range(MAX_WIDENINGS):
         shares = _bin_coverage(correction, age, truth, groups)
         short = [g for g, share in shares.items() if share < coverage]
         if not short:
             break
-        worst = min(short, key=lambda g: shares[g])
-        rows = groups == worst
-        knot = int(np.argmin(np.abs(np.asarray(RANGE_KNOTS) - np.median(age[rows]))))
-        older = float(np.mean(residual[rows] > 0)) >= 0.5  # the label lies mostly above the age read
-        widths = list(correction.above if older else correction.below)
-        widths[knot] += RANGE_STEP
-        side = {"above": tuple(widths)} if older else {"below": tuple(widths)}
-        correction = replace(correction, **side)
+        correction = _widen(correction, age, truth, groups == min(short, key=lambda g: shares[g]))
     return replace(
         correction,
         below=tuple(round(b, 2) for b in correction.below),

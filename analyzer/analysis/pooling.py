@@ -108,15 +108,25 @@ class Pooling:
         return float(np.sum(weights * z) / np.sum(weights)) * self.effective_faces(weights)
 
 
-# Fitted with scripts/fit_pooling.py (FairFace 540 fit half, clean and degraded; the video set's
-# appearances for rho); insightface keeps its UTKFace-fitted constants and the plain mean.
+# Fitted with scripts/fit_pooling.py (docs/quality.md): the quality slopes and the age correction and
+# range on FairFace 540's fit half, clean and degraded to 80, 56 and 40 px faces (1,076 faces); rho on
+# the appearances of the synthetic FairFace tracks' fit half and the real clips of tests/data/video_set.
+# insightface keeps its UTKFace-fitted constants and the plain mean.
 POOLINGS: dict[str, Pooling] = {
     "cydral": Pooling(
         size_slope=0.0,
-        blur_slope=0.0,
-        rho=1.0,
-        age=AGE_CALIBRATIONS["cydral"],
-        fitted_on="placeholder until scripts/fit_pooling.py runs",
+        blur_slope=0.1,
+        rho=0.51,
+        age=AgeCorrection(
+            temperature=1.6,
+            knots=(0.0, 20.0, 80.0),
+            ages=(0.0, 20.0, 92.0),
+            range_knots=(0.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0),
+            below=(2.71, 4.62, 14.15, 20.64, 25.41, 22.38, 17.37, 17.27, 19.48, 23.31),
+            above=(5.71, 8.15, 13.88, 31.46, 34.33, 40.0, 24.66, 20.26, 8.6, 1.6),
+            coverage=0.82,
+        ),
+        fitted_on="FairFace 540 fit half (clean + degraded chips); rho on the video set (synthetic fit half + real)",
     ),
     "insightface": Pooling(
         size_slope=0.0,

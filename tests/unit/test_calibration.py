@@ -113,13 +113,6 @@ def test_age_temperature_softening_keeps_a_symmetric_mean():
 # -- fitting the pooling on permissive data --
 
 
-def test_isotonic_pools_adjacent_violators():
-    assert cal.isotonic(np.array([1.0, 3.0, 2.0, 4.0])).tolist() == [1.0, 2.5, 2.5, 4.0]
-    assert cal.isotonic(np.array([5.0, 4.0, 3.0])).tolist() == [4.0, 4.0, 4.0]
-    fitted = cal.isotonic(np.random.default_rng(0).normal(size=200))
-    assert np.all(np.diff(fitted) >= 0)
-
-
 def test_quality_temperature_finds_the_slope_that_made_the_data():
     rng = np.random.default_rng(1)
     n = 6000
