@@ -162,18 +162,8 @@ def write_charts(report: dict[str, Any], folder: Path) -> None:
     lines = [charts.Series([0.5, 1.0], [0.5, 1.0], "perfectly calibrated", dashed=True)]
     curves = []
     for label, figures in shown.items():
-        rows = figures["reliability"]
         dashed = label.endswith("before")
-        lines.append(
-            charts.Series(
-                [b["confidence"] for b in rows],
-                [b["accuracy"] for b in rows],
-                label,
-                markers=True,
-                sizes=[b["count"] for b in rows],
-                dashed=dashed,
-            )
-        )
+        lines.append(charts.reliability_series(figures["reliability"], label, dashed))
         coverage, accuracy = cal.coverage_curve(np.array(figures["scores"]), np.array(figures["right"], bool))
         curves.append(
             charts.Series(coverage * len(figures["scores"]) / figures["appearances"], accuracy, label, dashed=dashed)

@@ -93,6 +93,19 @@ def _dashed(image: np.ndarray, a: tuple[int, int], b: tuple[int, int], colour, d
         cv2.line(image, p, q, colour, 1, cv2.LINE_AA)
 
 
+def reliability_series(rows: Sequence[dict], label: str, dashed: bool = False) -> Series:
+    """A reliability line from ``calibration.reliability_bins`` rows: mean confidence against share
+    right per bin, markers sized by the bin's count."""
+    return Series(
+        [b["confidence"] for b in rows],
+        [b["accuracy"] for b in rows],
+        label,
+        markers=True,
+        sizes=[b["count"] for b in rows],
+        dashed=dashed,
+    )
+
+
 def line_chart(
     series: Sequence[Series],
     title: str,

@@ -414,17 +414,7 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
         if i == 0:  # the first classifier's uncalibrated curve too: what calibration changed
             kinds.append(("reliability_uncalibrated", f"{name}, T = 1", True))
         for key, label, dashed in kinds:
-            rows = r["gender"][key]
-            lines.append(
-                charts.Series(
-                    [b["confidence"] for b in rows],
-                    [b["accuracy"] for b in rows],
-                    label,
-                    markers=True,
-                    sizes=[b["count"] for b in rows],
-                    dashed=dashed,
-                )
-            )
+            lines.append(charts.reliability_series(r["gender"][key], label, dashed))
     reliability = charts.line_chart(
         lines,
         "Reliability: share right per gender-score bin (dot size: faces)",
