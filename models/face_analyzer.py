@@ -269,7 +269,8 @@ class FaceAnalyzer:
             (non-commercial licence; a warning is logged) (default "cydral").
         embeddings: also compute each face's 128-D dlib descriptor (``FaceBatch.embedding``),
             from a 150 px chip cut in the same ``grid_sample`` and one more forward pass; off,
-            nothing of it is loaded or computed (default False).
+            nothing of it is loaded or computed (default False). ``analyze(frames, embed=False)``
+            skips it for a batch, and ``embed_faces`` embeds chosen faces of that batch afterwards.
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
     detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
@@ -339,12 +340,14 @@ class FaceAnalyzer:
         )  # fmt: skip
 
     @torch.inference_mode()
-    def analyze(self, frames: np.ndarray | torch.Tensor) -> FaceBatch:
+    def analyze(self, frames: np.ndarray | torch.Tensor, embed: bool = True) -> FaceBatch:
         """Faces in a batch of frames.
 
         Args:
             frames: (N, H, W, 3) uint8 BGR, a numpy array or a torch tensor (on any device;
                 one already on the analyzer's device is used in place).
+            embed: with ``embeddings``, embed every face (False: ``embedding`` is (K, 0) and
+                neither the 150 px chips nor their descriptors are computed).
 
         Returns:
             A FaceBatch with every face of every frame, in source-frame pixels.
@@ -354,7 +357,8 @@ class FaceAnalyzer:
         if count == 0:
             return _unpack(np.zeros((0, _WIDTH), np.float32), 0)
         chunk = count if self.device.type == "cuda" else CPU_DETECT_CHUNK
-        parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
+        embed = embed and self.embedder is not None
+        parts = [self._detect_and_align(pixels[i : i + chunk], i, embed) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
         crops = _concat_crops([part[1] for part in parts])
         faces = crops.inside.shape[0]
@@ -364,7 +368,7 @@ class FaceAnalyzer:
         p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
         crop_sharpness = sharpness(crops.arcface, crops.inside)[:faces]
         box_size = detections.boxes[:, 2:] - detections.boxes[:, :2]
-        embedding = self.embed(crops)[:faces] if self.embedder is not None else p_male.new_zeros(faces, 0)
+        embedding = self.embed(crops)[:faces] if embed else p_male.new_zeros(faces, 0)
         packed = torch.cat(
             [
                 detections.image_index[:, None].float(),
@@ -412,11 +416,12 @@ class FaceAnalyzer:
         self._float_buffer.copy_(pixels)
         return self._float_buffer.permute(0, 3, 1, 2)
 
-    def _detect_and_align(self, pixels: torch.Tensor, first_frame: int) -> tuple[Detections, Crops]:
-        """Detections and crops of a run of frames starting at ``first_frame``."""
+    def _detect_and_align(self, pixels: torch.Tensor, first_frame: int, embed: bool) -> tuple[Detections, Crops]:
+        """Detections and crops of a run of frames starting at ``first_frame`` (with ``embed``
+        the 150 px chips too)."""
         images = self.to_float(pixels)
         detections = self.detect(images)
-        crops = self.align(images, detections)
+        crops = self.align(images, detections, embed)
         if first_frame:
             detections.image_index = detections.image_index + first_frame
         return detections, crops
@@ -494,13 +499,48 @@ class FaceAnalyzer:
     def embed(self, crops: Crops) -> torch.Tensor:
         """(K, 128) float32 dlib descriptors of the faces' 150 px chips; one forward on CUDA,
         chunks of CPU_CLASSIFY_CHUNK faces on CPU."""
-        assert self.embedder is not None and crops.chips150 is not None
-        rgb = crops.chips150[:, BGR_TO_RGB]
+        assert crops.chips150 is not None
+        return self.embed_chips(crops.chips150)
+
+    def embed_chips(self, chips150: torch.Tensor) -> torch.Tensor:
+        """(K, 128) float32 descriptors of (K, 3, 150, 150) BGR chips (see ``embed``)."""
+        assert self.embedder is not None
+        rgb = chips150[:, BGR_TO_RGB]
         chunk = rgb.shape[0] if self.device.type == "cuda" else CPU_CLASSIFY_CHUNK
         outputs = [self.embedder.embed(part) for part in torch.split(rgb, max(chunk, 1))]
         return torch.cat(outputs) if outputs else rgb.new_zeros(0, EMBEDDING_SIZE)
 
-    def align(self, images: torch.Tensor, detections: Detections) -> Crops:
+    @torch.inference_mode()
+    def cut_chips(self, pixels: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
+        """(n, 3, 150, 150) float32 BGR embedding chips of n chosen faces of a batch ``analyze``
+        has seen, on the device, cut as ``analyze`` cuts them (the same template and
+        ``grid_sample``), so that ``describe`` gives each the descriptor ``analyze`` would.
+
+        Args:
+            pixels: the batch's frames on the device, as ``upload`` returned them.
+            frame_index: (n,) each face's frame in the batch; landmarks: (n, 5, 2) its landmarks
+                in source pixels (both as the FaceBatch has them). Only these frames are converted.
+        """
+        if len(frame_index) == 0:
+            return torch.zeros(0, 3, EMBED_CHIP_SIZE, EMBED_CHIP_SIZE, device=self.device)
+        frames, position = np.unique(np.asarray(frame_index, np.int64), return_inverse=True)
+        images = pixels[torch.from_numpy(frames).to(pixels.device)].permute(0, 3, 1, 2).float()
+        marks = torch.as_tensor(np.asarray(landmarks, np.float32).reshape(-1, 5, 2), device=self.device)
+        chip150 = similarity_transform(marks, self._embed_template)
+        kinds = [(oversample(chip150, EMBED_OVERSAMPLE), EMBED_CHIP_SIZE * EMBED_OVERSAMPLE)]
+        index = torch.from_numpy(position.reshape(-1)).to(self.device)
+        return F.avg_pool2d(warp_faces_multi(images, index, kinds)[0][0], EMBED_OVERSAMPLE)
+
+    @torch.inference_mode()
+    def describe(self, chips150: torch.Tensor) -> np.ndarray:
+        """(n, 128) float32 host descriptors of (n, 3, 150, 150) BGR chips (``cut_chips``); on CUDA
+        padded to a multiple of CUDA_FACE_BUCKET first, as the classifier's input."""
+        count = chips150.shape[0]
+        if self.device.type == "cuda":
+            chips150 = F.pad(chips150, (0, 0, 0, 0, 0, 0, 0, -count % CUDA_FACE_BUCKET))
+        return self.embed_chips(chips150.to(self.device))[:count].float().cpu().numpy()
+
+    def align(self, images: torch.Tensor, detections: Detections, embed: bool = True) -> Crops:
         """All faces' crops from the full-resolution frames in one ``grid_sample``: the 112 px
         ArcFace crop (sharpness, InsightFace) and its inside mask, for Cydral the 64 and 32 px
         chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered), with embeddings the
@@ -514,13 +554,14 @@ class FaceAnalyzer:
             chip32 = chip64 * ((GENDER_CHIP_SIZE - 1) / (AGE_CHIP_SIZE - 1))
             for matrices, size in ((chip64, AGE_CHIP_SIZE), (chip32, GENDER_CHIP_SIZE)):
                 kinds.append((oversample(matrices, CHIP_OVERSAMPLE), size * CHIP_OVERSAMPLE))
-        if self.embedder is not None:
+        embed = embed and self.embedder is not None
+        if embed:
             chip150 = similarity_transform(detections.landmarks, self._embed_template)
             kinds.append((oversample(chip150, EMBED_OVERSAMPLE), EMBED_CHIP_SIZE * EMBED_OVERSAMPLE))
         sampled = warp_faces_multi(images, detections.image_index, kinds)
         arcface, inside = sampled[0]
         chips150 = None
-        if self.embedder is not None:
+        if embed:
             chips150 = F.avg_pool2d(sampled.pop()[0], EMBED_OVERSAMPLE)
         if not cydral:
             return Crops(arcface, inside, None, None, chips150)

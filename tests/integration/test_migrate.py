@@ -47,7 +47,7 @@ def test_a_new_database_gets_every_migration_once(database_url, caplog):
         assert migrate(conn) == []  # idempotent: nothing left to apply
         assert _migration_locks(conn) == 0  # the lock is released after each pass
         columns = {r["column_name"] for r in conn.execute("SELECT column_name FROM information_schema.columns")}
-        assert {"age_low", "age_high", "exit_code", "run_id", "event_key"} <= columns
+        assert {"age_low", "age_high", "exit_code", "run_id", "event_key", "person_key"} <= columns
 
 
 def test_only_the_missing_migrations_are_applied(database_url):
