@@ -75,7 +75,8 @@ def test_a_failed_migration_leaves_nothing_behind_and_releases_the_lock(database
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (VERSIONS[-1],))
         conn.execute("SET lock_timeout = '200ms'")
         blocker.execute("BEGIN")
-        blocker.execute("LOCK TABLE video_analyses IN ACCESS EXCLUSIVE MODE")  # the last migration's table
+        # the tables migrations alter, so that the last one waits whichever it alters
+        blocker.execute("LOCK TABLE video_analyses, events IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(InfrastructureError, match=f"while applying migration {VERSIONS[-1]}"):
             migrate(conn)
         blocker.execute("ROLLBACK")
