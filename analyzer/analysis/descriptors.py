@@ -93,7 +93,7 @@ class BestChips:
         """The appearances, each with its ``embedding``: the descriptor of its best face where
         linking can use it (see the module docstring), NaN rows elsewhere."""
         held = [e for e in events if track_ids[e.event_key] in self._chips]
-        chosen = [e for e, can in zip(held, linkable(held) if held else []) if can]
+        chosen = [e for e, can in zip(held, linkable(held)) if can]
         vectors = np.zeros((0, EMBEDDING_SIZE), np.float32)
         if chosen:
             vectors = model.describe(torch.stack([self._chips[track_ids[e.event_key]][1] for e in chosen]))

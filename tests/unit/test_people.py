@@ -79,7 +79,7 @@ def test_linkable_needs_another_appearance_apart_in_time():
     assert [(e.start_ms, e.end_ms) for e in events] == [(0, 400), (0, 400), (1000, 1200)]
     assert linkable(events) == [True, True, True]
     assert linkable(events[:2]) == [False, False]  # on screen together: never one person, nothing to embed
-    assert linkable(events[:1]) == [False]
+    assert linkable(events[:1]) == [False] and linkable([]) == []
 
 
 def test_one_person_across_a_scene_cut_shares_a_key_and_is_judged_from_all_faces():
