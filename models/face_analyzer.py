@@ -41,7 +41,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
+from models.align import (
+    ARCFACE_TEMPLATE,
+    CROP_SIZE,
+    chip_windows,
+    oversample,
+    sharpness,
+    similarity_transform,
+    warp_each,
+    warp_faces_multi,
+)
 from models.cydral import (
     AGE_CHIP_SIZE,
     AGE_CLASSES,
@@ -513,23 +522,36 @@ class FaceAnalyzer:
     @torch.inference_mode()
     def cut_chips(self, pixels: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
         """(n, 3, 150, 150) float32 BGR embedding chips of n chosen faces of a batch ``analyze``
-        has seen, on the device, cut as ``analyze`` cuts them (the same template and
-        ``grid_sample``), so that ``describe`` gives each the descriptor ``analyze`` would.
+        has seen, on the device, cut as ``analyze`` cuts them (the same template, bilinear, zeros
+        outside the frame), so that ``describe`` gives each the descriptor ``analyze`` would, to
+        float rounding.
 
         Args:
             pixels: the batch's frames on the device, as ``upload`` returned them.
             frame_index: (n,) each face's frame in the batch; landmarks: (n, 5, 2) its landmarks
-                in source pixels (both as the FaceBatch has them). Only these frames are converted.
+                in source pixels (both as the FaceBatch has them).
+
+        Each chip is sampled from the window of its frame that it reads (``chip_windows``), not
+        from the whole frame: converting whole 1080p frames to float cost more than the net.
         """
-        if len(frame_index) == 0:
+        count = len(frame_index)
+        if count == 0:
             return torch.zeros(0, 3, EMBED_CHIP_SIZE, EMBED_CHIP_SIZE, device=self.device)
-        frames, position = np.unique(np.asarray(frame_index, np.int64), return_inverse=True)
-        images = pixels[torch.from_numpy(frames).to(pixels.device)].permute(0, 3, 1, 2).float()
         marks = torch.as_tensor(np.asarray(landmarks, np.float32).reshape(-1, 5, 2), device=self.device)
-        chip150 = similarity_transform(marks, self._embed_template)
-        kinds = [(oversample(chip150, EMBED_OVERSAMPLE), EMBED_CHIP_SIZE * EMBED_OVERSAMPLE)]
-        index = torch.from_numpy(position.reshape(-1)).to(self.device)
-        return F.avg_pool2d(warp_faces_multi(images, index, kinds)[0][0], EMBED_OVERSAMPLE)
+        matrices = oversample(similarity_transform(marks, self._embed_template), EMBED_OVERSAMPLE)
+        size = EMBED_CHIP_SIZE * EMBED_OVERSAMPLE
+        windows = chip_windows(matrices, size, pixels.shape[2], pixels.shape[1])
+        height = int((windows[:, 3] - windows[:, 1]).max())
+        width = int((windows[:, 2] - windows[:, 0]).max())
+        crops = torch.zeros(count, height, width, 3, dtype=pixels.dtype, device=pixels.device)
+        for i, (x0, y0, x1, y1) in enumerate(windows.tolist()):
+            crops[i, : y1 - y0, : x1 - x0] = pixels[int(frame_index[i]), y0:y1, x0:x1]
+        # frame pixel p is window pixel p - (x0, y0): shift each map's translation
+        origin = torch.as_tensor(windows[:, :2], dtype=torch.float32, device=self.device)
+        shifted = matrices.clone()
+        shifted[:, :, 2] += (matrices[:, :, :2] @ origin[:, :, None])[:, :, 0]
+        images = crops.permute(0, 3, 1, 2).float()
+        return F.avg_pool2d(warp_each(images, shifted, size), EMBED_OVERSAMPLE)
 
     @torch.inference_mode()
     def describe(self, chips150: torch.Tensor) -> np.ndarray:
