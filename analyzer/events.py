@@ -17,7 +17,9 @@ class Event:
     ``gender_score`` is the calibrated probability of ``gender`` in percent, over 50.
     ``age`` is the point estimate in years and ``age_low``-``age_high`` (inclusive) the range
     that holds the true age for about 80 % of faces; all three are ``None`` together when no
-    face was judgeable.
+    face was judgeable. ``person_key`` (``p1``, ``p2``, ...) is shared by the appearances of one
+    person within this video (analyzer.analysis.people; gender and age are then judged from all
+    of that person's faces); it is no identity and means nothing outside its video.
     """
 
     event_key: str
@@ -35,6 +37,7 @@ class Event:
     face_count: int
     age_low: int | None = None
     age_high: int | None = None
+    person_key: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,11 +16,14 @@ aliasing.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "ARCFACE_TEMPLATE",
+    "chip_windows",
+    "warp_each",
     "CROP_SIZE",
     "similarity_transform",
     "invert_affine",
@@ -99,6 +102,32 @@ def _crop_grid(matrices: torch.Tensor, size: int, width: int, height: int) -> to
     norm_to_crop = torch.linalg.inv(_pixel_to_norm(size, size, device))
     theta = (_pixel_to_norm(width, height, device) @ inverse_3x3 @ norm_to_crop)[:, :2]
     return F.affine_grid(theta, [faces, 1, size, size], align_corners=True)
+
+
+def warp_each(images: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
+    """(K, C, size, size) crops, crop k from image k of (K, C, H, W) float32 ``images`` (its own
+    window of a frame), bilinear, zeros outside: ``warp_faces_multi``'s arithmetic in a 2-D
+    ``grid_sample`` (the same values; the 3-D volume it needs for several crops per frame took
+    20 times as long for 9 chips on CPU)."""
+    grid = _crop_grid(matrices, size, images.shape[3], images.shape[2])
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def chip_windows(matrices: torch.Tensor, size: int, width: int, height: int) -> np.ndarray:
+    """(K, 4) int64 x0, y0, x1, y1 (exclusive) of the frame pixels each crop's bilinear samples
+    read: the bounding box of its sample points (``matrices``: frame -> crop pixel maps, crop of
+    side ``size``) grown by a pixel for the bilinear neighbours, clipped to the width x height
+    frame; at least one pixel wide and high. A crop sampled from its window, zeros beyond it, is the
+    crop sampled from the whole frame."""
+    inverse = invert_affine(matrices.float()).double().cpu()  # crop pixel -> frame pixel
+    corners = torch.tensor([[0.0, 0.0, 1.0], [size - 1, 0.0, 1.0], [0.0, size - 1, 1.0], [size - 1, size - 1, 1.0]])
+    points = torch.einsum("kij,cj->kci", inverse, corners.double())  # (K, 4, 2)
+    low = torch.floor(points.min(dim=1).values) - 1
+    high = torch.ceil(points.max(dim=1).values) + 2
+    limits = torch.tensor([width, height], dtype=torch.float64)
+    low = torch.minimum(torch.clamp(low, min=0), limits - 1)
+    high = torch.maximum(torch.minimum(high, limits), low + 1)
+    return torch.cat([low, high], dim=1).long().numpy()
 
 
 def warp_faces_multi(

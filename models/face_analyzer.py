@@ -41,7 +41,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.align import ARCFACE_TEMPLATE, CROP_SIZE, oversample, sharpness, similarity_transform, warp_faces_multi
+from models.align import (
+    ARCFACE_TEMPLATE,
+    CROP_SIZE,
+    chip_windows,
+    oversample,
+    sharpness,
+    similarity_transform,
+    warp_each,
+    warp_faces_multi,
+)
 from models.cydral import (
     AGE_CHIP_SIZE,
     AGE_CLASSES,
@@ -269,7 +278,8 @@ class FaceAnalyzer:
             (non-commercial licence; a warning is logged) (default "cydral").
         embeddings: also compute each face's 128-D dlib descriptor (``FaceBatch.embedding``),
             from a 150 px chip cut in the same ``grid_sample`` and one more forward pass; off,
-            nothing of it is loaded or computed (default False).
+            nothing of it is loaded or computed (default False). ``analyze(frames, embed=False)``
+            skips it for a batch, and ``embed_faces`` embeds chosen faces of that batch afterwards.
 
     Attributes: ``device`` (torch.device), ``half`` (bool), ``model_version`` (str naming the
     detector, the classifier and their hashes), ``classifier_config`` (the classifier's entry
@@ -339,12 +349,14 @@ class FaceAnalyzer:
         )  # fmt: skip
 
     @torch.inference_mode()
-    def analyze(self, frames: np.ndarray | torch.Tensor) -> FaceBatch:
+    def analyze(self, frames: np.ndarray | torch.Tensor, embed: bool = True) -> FaceBatch:
         """Faces in a batch of frames.
 
         Args:
             frames: (N, H, W, 3) uint8 BGR, a numpy array or a torch tensor (on any device;
                 one already on the analyzer's device is used in place).
+            embed: with ``embeddings``, embed every face (False: ``embedding`` is (K, 0) and
+                neither the 150 px chips nor their descriptors are computed).
 
         Returns:
             A FaceBatch with every face of every frame, in source-frame pixels.
@@ -354,7 +366,8 @@ class FaceAnalyzer:
         if count == 0:
             return _unpack(np.zeros((0, _WIDTH), np.float32), 0)
         chunk = count if self.device.type == "cuda" else CPU_DETECT_CHUNK
-        parts = [self._detect_and_align(pixels[i : i + chunk], i) for i in range(0, count, chunk)]
+        embed = embed and self.embedder is not None
+        parts = [self._detect_and_align(pixels[i : i + chunk], i, embed) for i in range(0, count, chunk)]
         detections = _concat_detections([part[0] for part in parts])
         crops = _concat_crops([part[1] for part in parts])
         faces = crops.inside.shape[0]
@@ -364,7 +377,7 @@ class FaceAnalyzer:
         p_male = torch.sigmoid(gender_logit / self.classifier_config.gender_temperature)
         crop_sharpness = sharpness(crops.arcface, crops.inside)[:faces]
         box_size = detections.boxes[:, 2:] - detections.boxes[:, :2]
-        embedding = self.embed(crops)[:faces] if self.embedder is not None else p_male.new_zeros(faces, 0)
+        embedding = self.embed(crops)[:faces] if embed else p_male.new_zeros(faces, 0)
         packed = torch.cat(
             [
                 detections.image_index[:, None].float(),
@@ -412,11 +425,12 @@ class FaceAnalyzer:
         self._float_buffer.copy_(pixels)
         return self._float_buffer.permute(0, 3, 1, 2)
 
-    def _detect_and_align(self, pixels: torch.Tensor, first_frame: int) -> tuple[Detections, Crops]:
-        """Detections and crops of a run of frames starting at ``first_frame``."""
+    def _detect_and_align(self, pixels: torch.Tensor, first_frame: int, embed: bool) -> tuple[Detections, Crops]:
+        """Detections and crops of a run of frames starting at ``first_frame`` (with ``embed``
+        the 150 px chips too)."""
         images = self.to_float(pixels)
         detections = self.detect(images)
-        crops = self.align(images, detections)
+        crops = self.align(images, detections, embed)
         if first_frame:
             detections.image_index = detections.image_index + first_frame
         return detections, crops
@@ -494,13 +508,61 @@ class FaceAnalyzer:
     def embed(self, crops: Crops) -> torch.Tensor:
         """(K, 128) float32 dlib descriptors of the faces' 150 px chips; one forward on CUDA,
         chunks of CPU_CLASSIFY_CHUNK faces on CPU."""
-        assert self.embedder is not None and crops.chips150 is not None
-        rgb = crops.chips150[:, BGR_TO_RGB]
+        assert crops.chips150 is not None
+        return self.embed_chips(crops.chips150)
+
+    def embed_chips(self, chips150: torch.Tensor) -> torch.Tensor:
+        """(K, 128) float32 descriptors of (K, 3, 150, 150) BGR chips (see ``embed``)."""
+        assert self.embedder is not None
+        rgb = chips150[:, BGR_TO_RGB]
         chunk = rgb.shape[0] if self.device.type == "cuda" else CPU_CLASSIFY_CHUNK
         outputs = [self.embedder.embed(part) for part in torch.split(rgb, max(chunk, 1))]
         return torch.cat(outputs) if outputs else rgb.new_zeros(0, EMBEDDING_SIZE)
 
-    def align(self, images: torch.Tensor, detections: Detections) -> Crops:
+    @torch.inference_mode()
+    def cut_chips(self, pixels: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
+        """(n, 3, 150, 150) float32 BGR embedding chips of n chosen faces of a batch ``analyze``
+        has seen, on the device, cut as ``analyze`` cuts them (the same template, bilinear, zeros
+        outside the frame), so that ``describe`` gives each the descriptor ``analyze`` would, to
+        float rounding.
+
+        Args:
+            pixels: the batch's frames on the device, as ``upload`` returned them.
+            frame_index: (n,) each face's frame in the batch; landmarks: (n, 5, 2) its landmarks
+                in source pixels (both as the FaceBatch has them).
+
+        Each chip is sampled from the window of its frame that it reads (``chip_windows``), not
+        from the whole frame: converting whole 1080p frames to float cost more than the net.
+        """
+        count = len(frame_index)
+        if count == 0:
+            return torch.zeros(0, 3, EMBED_CHIP_SIZE, EMBED_CHIP_SIZE, device=self.device)
+        marks = torch.as_tensor(np.asarray(landmarks, np.float32).reshape(-1, 5, 2), device=self.device)
+        matrices = oversample(similarity_transform(marks, self._embed_template), EMBED_OVERSAMPLE)
+        size = EMBED_CHIP_SIZE * EMBED_OVERSAMPLE
+        windows = chip_windows(matrices, size, pixels.shape[2], pixels.shape[1])
+        height = int((windows[:, 3] - windows[:, 1]).max())
+        width = int((windows[:, 2] - windows[:, 0]).max())
+        crops = torch.zeros(count, height, width, 3, dtype=pixels.dtype, device=pixels.device)
+        for i, (x0, y0, x1, y1) in enumerate(windows.tolist()):
+            crops[i, : y1 - y0, : x1 - x0] = pixels[int(frame_index[i]), y0:y1, x0:x1]
+        # frame pixel p is window pixel p - (x0, y0): shift each map's translation
+        origin = torch.as_tensor(windows[:, :2], dtype=torch.float32, device=self.device)
+        shifted = matrices.clone()
+        shifted[:, :, 2] += (matrices[:, :, :2] @ origin[:, :, None])[:, :, 0]
+        images = crops.permute(0, 3, 1, 2).float()
+        return F.avg_pool2d(warp_each(images, shifted, size), EMBED_OVERSAMPLE)
+
+    @torch.inference_mode()
+    def describe(self, chips150: torch.Tensor) -> np.ndarray:
+        """(n, 128) float32 host descriptors of (n, 3, 150, 150) BGR chips (``cut_chips``); on CUDA
+        padded to a multiple of CUDA_FACE_BUCKET first, as the classifier's input."""
+        count = chips150.shape[0]
+        if self.device.type == "cuda":
+            chips150 = F.pad(chips150, (0, 0, 0, 0, 0, 0, 0, -count % CUDA_FACE_BUCKET))
+        return self.embed_chips(chips150.to(self.device))[:count].float().cpu().numpy()
+
+    def align(self, images: torch.Tensor, detections: Detections, embed: bool = True) -> Crops:
         """All faces' crops from the full-resolution frames in one ``grid_sample``: the 112 px
         ArcFace crop (sharpness, InsightFace) and its inside mask, for Cydral the 64 and 32 px
         chips (each sampled at CHIP_OVERSAMPLE x its size and box-filtered), with embeddings the
@@ -514,13 +576,14 @@ class FaceAnalyzer:
             chip32 = chip64 * ((GENDER_CHIP_SIZE - 1) / (AGE_CHIP_SIZE - 1))
             for matrices, size in ((chip64, AGE_CHIP_SIZE), (chip32, GENDER_CHIP_SIZE)):
                 kinds.append((oversample(matrices, CHIP_OVERSAMPLE), size * CHIP_OVERSAMPLE))
-        if self.embedder is not None:
+        embed = embed and self.embedder is not None
+        if embed:
             chip150 = similarity_transform(detections.landmarks, self._embed_template)
             kinds.append((oversample(chip150, EMBED_OVERSAMPLE), EMBED_CHIP_SIZE * EMBED_OVERSAMPLE))
         sampled = warp_faces_multi(images, detections.image_index, kinds)
         arcface, inside = sampled[0]
         chips150 = None
-        if self.embedder is not None:
+        if embed:
             chips150 = F.avg_pool2d(sampled.pop()[0], EMBED_OVERSAMPLE)
         if not cydral:
             return Crops(arcface, inside, None, None, chips150)

@@ -1,7 +1,8 @@
 """A PNG grid of each Event's best face, so a person can check a run by looking.
 
 Each cell shows the face (letterboxed, or a grey "no image" box when no thumbnail was kept)
-and under it: the event number and time range (mm:ss.s), the gender and its score in percent
+and under it: the event number, its person key ("p3": the appearances of one person share it) and
+time range (mm:ss.s), the gender and its score in percent
 ("gender n/a" when NULL), the age and its range ("age 34 (27-42)"; "age ?" when NULL) and the
 number of faces linked.
 A run without events gives a small sheet that says "no faces".
@@ -88,7 +89,8 @@ def format_ms(ms: int) -> str:
 
 
 def caption_lines(number: int, event: Event) -> list[str]:
-    """The text under one face: time range, gender and score, age and range, face count."""
+    """The text under one face: number, person key and time range, gender and score, age and
+    range, face count."""
     if event.gender is None or event.gender_score is None:
         gender = "gender n/a"
     else:
@@ -96,8 +98,9 @@ def caption_lines(number: int, event: Event) -> list[str]:
     age = "age ?" if event.age is None else f"age {event.age}"
     if event.age is not None and event.age_low is not None and event.age_high is not None:
         age += f" ({event.age_low}-{event.age_high})"
+    person = f" {event.person_key}" if event.person_key else ""
     return [
-        f"#{number} {format_ms(event.start_ms)}-{format_ms(event.end_ms)}",
+        f"#{number}{person} {format_ms(event.start_ms)}-{format_ms(event.end_ms)}",
         gender,
         age,
         f"{event.face_count} faces, det {event.det_score:.2f}",

@@ -2,7 +2,9 @@
 
 probe (limits checked before decoding) -> FrameBatcher (a producer thread decodes and samples
 frames into fixed-size batches) -> FaceAnalyzer (detection, alignment, gender/age for the whole
-batch on the device) -> Tracker (faces linked across sampled frames) -> Events.
+batch on the device) -> Tracker (faces linked across sampled frames; each track's best face's
+chip kept, analyzer.analysis.descriptors) -> people (the appearances linking can use embedded, those
+of one person linked and judged together, analyzer.analysis.people) -> Events.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 
 from analyzer.analysis.contact_sheet import write_contact_sheet
 from analyzer.analysis.control import Control
+from analyzer.analysis.descriptors import BestChips
+from analyzer.analysis.people import assign_people
 from analyzer.analysis.pooling import POOLINGS
 from analyzer.analysis.progress import Progress
 from analyzer.analysis.tracking import FrameFaces, Tracker, TrackerSettings
@@ -138,6 +142,7 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
     limits = DecodeLimits(max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
     info = probe(path, limits, name=settings.video_key)
     try:
+        track_settings = tracker_settings(settings)
         with model_errors():
             faces_model = FaceAnalyzer(
                 settings.model_dir,
@@ -145,10 +150,11 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
                 classifier=settings.classifier,
                 device=settings.device,
                 half=settings.precision == "fp16",
+                embeddings=True,  # loaded; analyze() leaves it to BestChips (its docstring says why)
             )
         cap_gpu_memory(faces_model.device, settings.gpu_memory_mb)
         batch_size = fit_batch_size(settings.batch_size, info.width, info.height, settings.host_buffer_mb)
-        tracker = Tracker(tracker_settings(settings), info.width, info.height)
+        tracker = Tracker(track_settings, info.width, info.height)
         progress = Progress(settings.video_id, info.duration_ms, settings.log_format)
         batcher = FrameBatcher(
             path,
@@ -160,7 +166,7 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
             limits=limits,
             name=settings.video_key,
         )
-        faces, clock, host_frames = 0, StageClock(), PinnedBuffer()
+        faces, clock, host_frames, chips = 0, StageClock(), PinnedBuffer(), BestChips(track_settings)
         temperature = faces_model.classifier_config.gender_temperature  # as the analyzer's p_male uses it
         with batcher, leave_cpus_to_the_decoder(faces_model.device):
             batches = iter(batcher)
@@ -172,9 +178,11 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
                 with clock("upload_s"):  # the frames' copy to the device (none for NVDEC's, already there)
                     pixels = faces_model.upload(batch.frames)
                 with clock("models_s"):
-                    found = faces_model.analyze(pixels)
+                    found = faces_model.analyze(pixels, embed=False)
                 with clock("track_s"):
-                    _track(tracker, batch, found, temperature, host_frames)
+                    track_ids = _track(tracker, batch, found, temperature, host_frames)
+                with clock("chips_s"):
+                    chips.after_batch(tracker, faces_model, pixels, batch.timestamps_ms, found, track_ids)
                 faces += len(found)
                 progress.update(int(batch.timestamps_ms[-1]), len(batch))
                 if control is not None:
@@ -186,6 +194,9 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
                 f" a video needs at least {MIN_FRAMES}"
             )
         events = tracker.finish()
+        with clock("people_s"):
+            appearances = chips.describe(events, tracker.appearances, tracker.track_ids, faces_model)
+            events = assign_people(events, appearances, track_settings.pooling, track_settings.min_gender_score)
     except torch.cuda.OutOfMemoryError as exc:
         raise InfrastructureError(f"video {settings.video_id}: CUDA out of memory ({exc})".splitlines()[0]) from exc
     if settings.contact_sheet is not None:
@@ -193,21 +204,23 @@ def analyze_video(path: Path, settings: Settings, control: Control | None = None
     wall = time.monotonic() - started
     stats = _summary(batcher, faces_model, info.duration_ms, wall) | clock.rounded()
     return AnalysisResult(
-        events=events, frames=batcher.stats.sampled, faces=faces, stats=stats, appearances=tracker.appearances
+        events=events, frames=batcher.stats.sampled, faces=faces, stats=stats, appearances=appearances
     )
 
 
 def _track(
     tracker: Tracker, batch: FrameBatch, found: FaceBatch, temperature: float, host_frames: PinnedBuffer
-) -> None:
+) -> list[list[int]]:
     """Feed one batch's faces to the tracker, frame by frame, with the frame (cut detection, thumbnails);
     the gender log-odds go in calibrated (divided by the classifier's temperature), and frames decoded
-    on the GPU come back through ``host_frames``."""
+    on the GPU come back through ``host_frames``. Returns per frame the track id of each face."""
     frames = batch.frames
     if isinstance(frames, torch.Tensor):  # NVDEC: frames are on the GPU
         frames = host_frames.download(frames).numpy()
-    for i, timestamp in enumerate(batch.timestamps_ms):
+    return [
         tracker.update(int(timestamp), frame_faces(found.for_frame(i), temperature), frame=frames[i])
+        for i, timestamp in enumerate(batch.timestamps_ms)
+    ]
 
 
 def frame_faces(found: FaceBatch, temperature: float) -> FrameFaces:

@@ -53,6 +53,7 @@ __all__ = [
     "MALE",
     "Pooling",
     "POOLINGS",
+    "concat_faces",
     "effective_faces",
     "face_weight",
     "frontal_pose",
@@ -174,7 +175,9 @@ class AppearanceFaces:
 
     times_ms: (k,) int64; boxes: (k, 4) x1y1x2y2 source pixels; gender_logit: (k,) log-odds of
     male over the classifier's temperature; age_probs: (k, len(AGE_CLASSES)); face_px,
-    sharpness, weights: (k,) (weights: ``face_weight``); judgeable: (k,) bool, the faces that vote.
+    sharpness, weights: (k,) (weights: ``face_weight``); judgeable: (k,) bool, the faces that vote;
+    embedding: (k, 128) dlib descriptors, NaN rows for faces not embedded, or None when the
+    analysis computed none (used to link appearances of one person; never stored or written out).
     """
 
     times_ms: np.ndarray
@@ -185,6 +188,21 @@ class AppearanceFaces:
     sharpness: np.ndarray
     weights: np.ndarray
     judgeable: np.ndarray
+    embedding: np.ndarray | None = None
+
+
+def concat_faces(parts: list[AppearanceFaces]) -> AppearanceFaces:
+    """The faces of several appearances as one (a person's, for ``judge``), in the order given;
+    the embedding is kept only when every part has one."""
+    if not parts:
+        raise ValueError("concat_faces needs at least one appearance")
+    if len(parts) == 1:
+        return parts[0]
+    names = [name for name in AppearanceFaces.__dataclass_fields__ if name != "embedding"]
+    arrays = {name: np.concatenate([getattr(part, name) for part in parts]) for name in names}
+    embeddings = [part.embedding for part in parts]
+    embedding = None if any(e is None for e in embeddings) else np.concatenate(embeddings)  # type: ignore[arg-type]
+    return AppearanceFaces(**arrays, embedding=embedding)
 
 
 def judge(

@@ -41,6 +41,11 @@ brief for a timeline. When the whole video gave fewer sampled frames than ``min_
 (a clip shorter than one sampling period), the bar drops to that number of frames, so a real
 face in a very short clip is not lost.
 
+Face descriptors (for linking the appearances of one person, analyzer.analysis.people) are not
+part of a frame's faces: ``update`` returns each face's track id, ``best_face_ms`` says which face
+of a track is its best so far, and ``track_ids`` (filled by ``finish``) maps each event to its
+track, so the caller can embed the few faces linking needs (docs/person-keys.md).
+
 Event keys are ``<start_ms, 9 digits>-<first box centre x>-<y>`` with the centre snapped to a
 ``KEY_GRID_PX`` grid (so float noise between runs does not change the key), plus ``-<n>``
 should two appearances share one; the same input and settings give the same keys.
@@ -240,14 +245,17 @@ class Tracker:
         self.thumbnails: dict[str, np.ndarray] = {}  # filled by finish()
         self.appearances: dict[str, AppearanceFaces] = {}  # event_key -> its faces; filled by finish()
         self._open: list[_Track] = []
+        self._tracks: dict[int, _Track] = {}  # every track by id, open or closed (best_face_ms)
+        self.track_ids: dict[str, int] = {}  # event_key -> its track's id; filled by finish()
         self._closed: list[_Track] = []
         self._next_id = 0
         self._last_ms: int | None = None
         self._last_signature: np.ndarray | None = None
         self._finished = False
 
-    def update(self, timestamp_ms: int, faces: FrameFaces, frame: np.ndarray | None = None) -> None:
-        """Add one sampled frame's faces; timestamps must increase strictly.
+    def update(self, timestamp_ms: int, faces: FrameFaces, frame: np.ndarray | None = None) -> list[int]:
+        """Add one sampled frame's faces; timestamps must increase strictly. Returns the track id
+        of each face, in the order of ``faces``.
 
         frame: H x W x 3 uint8 BGR image (the source frame after rotation), used to detect scene
         cuts and to keep a thumbnail of each appearance's best face. Pass it for every sampled
@@ -268,13 +276,24 @@ class Tracker:
         if frame is not None:
             self._check_scene_cut(timestamp_ms, frame)
         matches, unmatched = self._match(timestamp_ms, faces)
+        ids = [-1] * len(faces)
         for track, index in matches:
             self._extend(track, timestamp_ms, faces, index, frame)
+            ids[index] = track.track_id
         for index in unmatched:
             track = _Track(track_id=self._next_id)
+            self._tracks[track.track_id] = track
             self._next_id += 1
             self._open.append(track)
             self._extend(track, timestamp_ms, faces, index, frame)
+            ids[index] = track.track_id
+        return ids
+
+    def best_face_ms(self, track_id: int) -> int:
+        """The time of the best face so far of track ``track_id`` (the one the Event and the
+        thumbnail show)."""
+        track = self._tracks[track_id]
+        return track.times[track.best_index]
 
     def finish(self) -> list[Event]:
         """Close every track; one Event per appearance kept, sorted by start_ms then key."""
@@ -291,6 +310,7 @@ class Tracker:
         for track in kept:
             key = _unique(_event_key(track), used)
             self.appearances[key] = _faces_of(track, self.settings)
+            self.track_ids[key] = track.track_id
             events.append(
                 _event_from_track(track, key, self.appearances[key], self.settings, self.frame_width, self.frame_height)
             )

@@ -166,11 +166,10 @@ def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> dict[str,
 
 
 def faces_to_json(appearances: dict[str, AppearanceFaces]) -> dict[str, dict[str, list]]:
-    """Appearances as JSON-ready dicts (arrays as lists), for caching a slow analysis."""
-    return {
-        key: {name: getattr(faces, name).tolist() for name in AppearanceFaces.__dataclass_fields__}
-        for key, faces in appearances.items()
-    }
+    """Appearances as JSON-ready dicts (arrays as lists), for caching a slow analysis; without the
+    face descriptors, which never leave the process."""
+    names = [name for name in AppearanceFaces.__dataclass_fields__ if name != "embedding"]
+    return {key: {name: getattr(faces, name).tolist() for name in names} for key, faces in appearances.items()}
 
 
 def faces_from_json(data: dict[str, dict[str, list]]) -> dict[str, AppearanceFaces]:

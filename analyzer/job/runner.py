@@ -140,12 +140,14 @@ def default_analyze() -> AnalyzeFn:
 
 
 def model_version(settings: Settings) -> str:
-    """The models' version and the digest of the classifier's pooling constants: a change of
-    either re-analyses stored videos."""
-    from analyzer.analysis.pooling import pooling_digest  # light: numpy and constants
+    """The models' version, the digest of the classifier's pooling constants and that of the
+    person linking (embedding weights and threshold): a change of any re-analyses stored videos."""
+    from analyzer.analysis.people import linking_digest  # light: numpy and constants
+    from analyzer.analysis.pooling import pooling_digest
     from models.weights import model_version as version  # light: hashes are constants
 
-    return f"{version(settings.detector, settings.classifier)}+pooling-{pooling_digest(settings.classifier)}"
+    models = version(settings.detector, settings.classifier)
+    return f"{models}+pooling-{pooling_digest(settings.classifier)}+people-{linking_digest()}"
 
 
 def postgres_store(settings: Settings, name: str) -> RunStore:

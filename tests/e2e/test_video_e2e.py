@@ -21,7 +21,7 @@ VIDEOS = {  # name: (file, duration ms, width, height, fewest and most appearanc
 }
 EVENT_COLUMNS = (
     "event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h, det_score, gender,"
-    " gender_score, age, age_low, age_high, face_count, model_version"
+    " gender_score, age, age_low, age_high, face_count, model_version, person_key"
 )
 
 
@@ -77,6 +77,9 @@ def test_real_video_gives_sound_events_and_reruns_identically(name, s3_server, d
         assert (e["age"] is None) == (e["age_low"] is None) == (e["age_high"] is None)
         assert e["age"] is None or e["age_low"] <= e["age"] <= e["age_high"]
     assert any(e["age_low"] is not None for e in events)
+    # Person keys p1..pN by first appearance, no more people than events (a person may appear twice)
+    people = {e["person_key"] for e in events}
+    assert people == {f"p{n}" for n in range(1, len(people) + 1)} and len(people) <= len(events)
     status = _rows(database_url, "SELECT * FROM video_analyses WHERE video_id = 84")[0]
     assert status["status"] == "succeeded" and status["events"] == len(events)
     assert status["input_fingerprint"].startswith("etag:")
@@ -154,5 +157,8 @@ def test_local_run_without_database_prints_json_and_draws_a_contact_sheet(media_
     assert result.returncode == 0, result.stderr[-2000:]
     document = json.loads(result.stdout)
     assert 3 <= len(document["events"]) <= 20 and document["frames"] > 0
+    # The person key is in the JSON; the descriptors never are
+    assert all(e["person_key"].startswith("p") for e in document["events"])
+    assert "embedding" not in result.stdout and "descriptor" not in result.stdout
     image = cv2.imread(str(sheet))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100

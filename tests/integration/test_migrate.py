@@ -47,7 +47,7 @@ def test_a_new_database_gets_every_migration_once(database_url, caplog):
         assert migrate(conn) == []  # idempotent: nothing left to apply
         assert _migration_locks(conn) == 0  # the lock is released after each pass
         columns = {r["column_name"] for r in conn.execute("SELECT column_name FROM information_schema.columns")}
-        assert {"age_low", "age_high", "exit_code", "run_id", "event_key"} <= columns
+        assert {"age_low", "age_high", "exit_code", "run_id", "event_key", "person_key"} <= columns
 
 
 def test_only_the_missing_migrations_are_applied(database_url):
@@ -75,7 +75,8 @@ def test_a_failed_migration_leaves_nothing_behind_and_releases_the_lock(database
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (VERSIONS[-1],))
         conn.execute("SET lock_timeout = '200ms'")
         blocker.execute("BEGIN")
-        blocker.execute("LOCK TABLE video_analyses IN ACCESS EXCLUSIVE MODE")  # the last migration's table
+        # the tables migrations alter, so that the last one waits whichever it alters
+        blocker.execute("LOCK TABLE video_analyses, events IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(InfrastructureError, match=f"while applying migration {VERSIONS[-1]}"):
             migrate(conn)
         blocker.execute("ROLLBACK")

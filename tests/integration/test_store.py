@@ -44,6 +44,7 @@ def event(key: str, start_ms: int = 0, **changes: object) -> Event:
         face_count=3,
         age_low=24,
         age_high=37,
+        person_key="p1",
     )
     return replace(base, **changes)
 
@@ -117,7 +118,7 @@ def test_a_run_claims_the_row_and_its_write_marks_it_succeeded(store, database_u
     )
     status = _status(database_url)
     assert (status["batch_job_id"], status["batch_attempt"], status["input_key"]) == ("j-1", 2, "videos/a.mp4")
-    store.write_events(VIDEO_ID, run_id, [event("a"), event("b", 1000)], "m1", frames=12, faces=7)
+    store.write_events(VIDEO_ID, run_id, [event("a"), event("b", 1000, person_key="p2")], "m1", frames=12, faces=7)
     status = _status(database_url)
     assert (status["status"], status["frames"], status["faces"], status["events"], status["exit_code"]) == (
         "succeeded",
@@ -135,6 +136,7 @@ def test_a_run_claims_the_row_and_its_write_marks_it_succeeded(store, database_u
         24,
         "m1",
     )
+    assert (rows["a"]["person_key"], rows["b"]["person_key"]) == ("p1", "p2")
 
 
 def test_a_run_whose_run_id_was_replaced_writes_nothing(store, database_url):
@@ -167,10 +169,11 @@ def test_finish_run_of_a_superseded_run_leaves_the_current_run_alone(store, data
 
 def test_a_rerun_updates_changed_rows_and_deletes_rows_it_did_not_produce(store, database_url):
     first = _begin(store)
-    store.write_events(VIDEO_ID, first, [event("a"), event("b", 1000), event("gone", 5000)], "m1", 3, 3)
+    before = [event("a"), event("b", 1000, person_key="p2"), event("gone", 5000)]
+    store.write_events(VIDEO_ID, first, before, "m1", 3, 3)
     changed = [
         event("a", end_ms=900, gender=None, gender_score=None, age=41, age_low=30, age_high=52),
-        event("b", 1000, x=11, det_score=0.5),
+        event("b", 1000, x=11, det_score=0.5, person_key="p1"),
         event("new", 7000),
     ]
     second = _begin(store, version="m2")
@@ -186,7 +189,7 @@ def test_a_rerun_updates_changed_rows_and_deletes_rows_it_did_not_produce(store,
         30,
         52,
     )
-    assert (b["box_x"], b["det_score"], b["model_version"]) == (11, 0.5, "m2")
+    assert (b["box_x"], b["det_score"], b["model_version"], b["person_key"]) == (11, 0.5, "m2", "p1")
     assert b["updated_at"] > b["created_at"]
     assert _status(database_url)["events"] == 3
 

@@ -107,6 +107,21 @@ def test_forward_contract_and_batch_invariance(embedder: FaceEmbedder, analyzer:
     assert embedder.embed(torch.zeros(0, 3, 150, 150)).shape == (0, 128)
 
 
+def test_chosen_faces_embedded_after_the_batch_get_the_batchs_descriptors(analyzer: FaceAnalyzer) -> None:
+    """The pipeline's path: analyze without embedding, then cut_chips and describe for a few faces
+    of the batch's frames still on the device: the descriptors analyze(embed=True) gives them."""
+    frames = np.stack([read_bgr(MEDIA_DIR / "facenet_pytorch_multiface.jpg")] * 2)
+    frames[1] = frames[1, :, ::-1]  # a second, different frame: its faces mirrored
+    every = analyzer.analyze(frames)
+    pixels = analyzer.upload(frames)
+    found = analyzer.analyze(pixels, embed=False)
+    assert found.embedding.shape == (len(found), 0) and len(found) == len(every) >= 6
+    chosen = np.array([len(found) - 1, 0, 3])  # any order, both frames
+    ours = analyzer.describe(analyzer.cut_chips(pixels, found.frame_index[chosen], found.landmarks[chosen]))
+    np.testing.assert_allclose(ours, every.embedding[chosen], atol=1e-5)
+    assert analyzer.describe(analyzer.cut_chips(pixels, np.zeros(0), np.zeros((0, 5, 2)))).shape == (0, 128)
+
+
 def test_network_matches_dlib_on_its_own_chips(faces: list[dict], embedder: FaceEmbedder) -> None:
     chips = torch.from_numpy(np.stack([f["dlib_chip"] for f in faces])).permute(0, 3, 1, 2).float()
     ours = embedder.embed(chips).numpy()

@@ -144,3 +144,7 @@ def test_caption_shows_unknowns():
     assert ranged[2] == "age 54 (47-61)"
     unknown = caption_lines(2, event("b", gender=None, gender_score=None, age=None))
     assert unknown[1:3] == ["gender n/a", "age ?"]
+
+
+def test_caption_names_the_person():
+    assert caption_lines(4, event("a", person_key="p3"))[0] == "#4 p3 00:00.0-00:01.5"

@@ -58,16 +58,17 @@ SELECT run_id FROM video_analyses WHERE video_id = %(video_id)s FOR UPDATE;
 
 -- upsert_event --
 INSERT INTO events AS e (video_id, event_key, start_ms, end_ms, best_frame_ms, box_x, box_y, box_w, box_h,
-                         det_score, gender, gender_score, age, face_count, model_version, age_low, age_high)
+                         det_score, gender, gender_score, age, face_count, model_version, age_low, age_high,
+                         person_key)
 VALUES (%(video_id)s, %(event_key)s, %(start_ms)s, %(end_ms)s, %(best_frame_ms)s, %(x)s, %(y)s, %(w)s, %(h)s,
         %(det_score)s, %(gender)s, %(gender_score)s, %(age)s, %(face_count)s, %(model_version)s,
-        %(age_low)s, %(age_high)s)
+        %(age_low)s, %(age_high)s, %(person_key)s)
 ON CONFLICT (video_id, event_key) DO UPDATE SET
     start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, best_frame_ms = EXCLUDED.best_frame_ms,
     box_x = EXCLUDED.box_x, box_y = EXCLUDED.box_y, box_w = EXCLUDED.box_w, box_h = EXCLUDED.box_h,
     det_score = EXCLUDED.det_score, gender = EXCLUDED.gender, gender_score = EXCLUDED.gender_score,
     age = EXCLUDED.age, face_count = EXCLUDED.face_count, model_version = EXCLUDED.model_version,
-    age_low = EXCLUDED.age_low, age_high = EXCLUDED.age_high, updated_at = now();
+    age_low = EXCLUDED.age_low, age_high = EXCLUDED.age_high, person_key = EXCLUDED.person_key, updated_at = now();
 
 -- delete_stale_events --
 -- Rows of this video that this run did not produce (e.g. from an older model) go.
