@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Measurements behind analyzer.evaluation.synthetic, on this machine's CPU.
+
+``box``: where RetinaFace boxes the face in the FairFace crops (centre and size as shares of the
+crop side; medians and quartiles), the source of ``synthetic.FACE_BOX``::
+
+    .venv/bin/python scripts/measure_synthetic_tracks.py box ../shared/data/fairface_540
+
+``tracks``: the worker (``analyze_video``, as ``analyzer run`` does it) on every clip of a
+generated set, its events matched to the labels (analyzer.evaluation.appearances): how many
+tracks are found as exactly one appearance, split or missed, by face width, and the time taken::
+
+    .venv/bin/python scripts/measure_synthetic_tracks.py tracks out/synthetic/labels.json --json out/synthetic/run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE_BANDS = ((40, 55), (55, 70), (70, 85), (85, 101))  # face px, [low, high)
+
+
+def measure_box(args: argparse.Namespace) -> int:
+    import cv2
+
+    from analyzer.evaluation.fairface import load_fairface
+    from models.face_analyzer import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(args.model_dir, detector="retinaface", device="cpu")
+    images = load_fairface(args.fairface)[: args.limit]
+    rows, missing = [], 0
+    for start in range(0, len(images), 32):
+        chunk = images[start : start + 32]
+        frames = np.stack([cv2.imread(str(image.path), cv2.IMREAD_COLOR) for image in chunk])
+        faces = analyzer.analyze(frames)
+        side = frames.shape[2]
+        for i in range(len(chunk)):
+            found = faces.for_frame(i)
+            if not len(found):
+                missing += 1
+                continue
+            # the face nearest the crop's centre: FairFace crops centre their subject
+            centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
+            x1, y1, x2, y2 = found.boxes[np.argmin(np.abs(centres - side / 2).sum(axis=1))] / side
+            rows.append(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
+    table = np.array(rows)
+    print(f"{len(rows)} crops with a face, {missing} without")
+    for name, column in zip(("centre x", "centre y", "width", "height"), table.T, strict=True):
+        q1, median, q3 = np.percentile(column, [25, 50, 75])
+        print(f"{name:9s} median {median:.3f}  quartiles {q1:.3f}-{q3:.3f}")
+    return 0
+
+
+def size_band(face_px: int) -> str:
+    low, high = next(band for band in SIZE_BANDS if band[0] <= face_px < band[1])
+    return f"{low}-{high - 1}"
+
+
+def measure_tracks(args: argparse.Namespace) -> int:
+    from analyzer.analysis.pipeline import analyze_video
+    from analyzer.evaluation.appearances import match_events
+    from analyzer.settings import Settings
+
+    labels_path = Path(args.labels)
+    labels = json.loads(labels_path.read_text(encoding="utf-8"))
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    per_video, unmatched_total, wall_total, video_s = [], 0, 0.0, 0.0
+    for video in labels["videos"]:
+        path = labels_path.parent / video["file"]
+        settings = Settings(
+            video_key=str(path), video_id=1, model_dir=Path(args.model_dir), device="cpu", log_format="json"
+        )
+        started = time.monotonic()
+        result = analyze_video(path, settings)
+        wall = time.monotonic() - started
+        matches, unmatched = match_events(video["appearances"], result.events)
+        for match in matches:
+            outcomes[size_band(match.label["face_px"])][match.outcome] += 1
+            outcomes["all"][match.outcome] += 1
+        unmatched_total += len(unmatched)
+        wall_total += wall
+        video_s += result.stats.get("duration_s", 0.0) or 0.0
+        per_video.append(
+            {
+                "name": video["name"],
+                "wall_s": round(wall, 1),
+                "events": len(result.events),
+                "unmatched": len(unmatched),
+                "outcomes": dict(Counter(m.outcome for m in matches)),
+                "tracks": [
+                    {
+                        "id": m.label["id"],
+                        "face_px": m.label["face_px"],
+                        "outcome": m.outcome,
+                        "events": [e.as_dict() for e in m.events],
+                    }
+                    for m in matches
+                ],
+            }
+        )
+        print(f"{video['name']}: {len(result.events)} events, {dict(outcomes['all'])}, {wall:.1f} s", flush=True)
+    print(f"{'face px':8s} {'one':>5s} {'split':>6s} {'missed':>7s}")
+    for band in [*(size_band(low) for low, _ in SIZE_BANDS), "all"]:
+        counts = outcomes[band]
+        print(f"{band:8s} {counts['one']:5d} {counts['split']:6d} {counts['missed']:7d}")
+    print(f"unmatched events {unmatched_total}; worker wall {wall_total:.0f} s for {len(per_video)} clips")
+    if args.json:
+        summary = {"outcomes": {k: dict(v) for k, v in outcomes.items()}, "unmatched": unmatched_total}
+        summary |= {"wall_s": round(wall_total, 1), "videos": per_video}
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    actions = parser.add_subparsers(dest="action", required=True)
+    box = actions.add_parser("box", help="RetinaFace's face box in the FairFace crops")
+    box.add_argument("fairface", help="folder of FairFace 540 (MANIFEST.tsv beside the images)")
+    box.add_argument("--limit", type=int, default=None, help="only the first N crops")
+    box.set_defaults(handler=measure_box)
+    tracks = actions.add_parser("tracks", help="the worker's events against a generated set's labels")
+    tracks.add_argument("labels", help="labels.json of a generated set")
+    tracks.add_argument("--json", help="also write the per-track outcomes to this file")
+    tracks.set_defaults(handler=measure_tracks)
+    for sub in (box, tracks):
+        sub.add_argument("--model-dir", default=str(REPO / "weights"), help="weights folder (default ./weights)")
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
