@@ -8,7 +8,8 @@ crop side; medians and quartiles), the source of ``synthetic.FACE_BOX``::
 
 ``tracks``: the worker (``analyze_video``, as ``analyzer run`` does it) on every clip of a
 generated set, its events matched to the labels (analyzer.evaluation.appearances): how many
-tracks are found as exactly one appearance, split or missed, by face width, and the time taken::
+tracks are found as exactly one appearance, split or missed, by face width; of those found once, how
+many were judged (an age), answered (a gender at the default threshold) and right; the time taken::
 
     .venv/bin/python scripts/measure_synthetic_tracks.py tracks out/synthetic/labels.json --json out/synthetic/run.json
 """
@@ -21,8 +22,12 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from analyzer.evaluation.appearances import LabelMatch
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_BANDS = ((40, 55), (55, 70), (70, 85), (85, 101))  # face px, [low, high)
@@ -64,6 +69,16 @@ def size_band(face_px: int) -> str:
     return f"{low}-{high - 1}"
 
 
+def _answers(match: LabelMatch) -> Counter[str]:
+    """For a track found as one appearance: was it judged (an age), answered (a gender), right."""
+    if match.outcome != "one":
+        return Counter()
+    (event,) = match.events
+    answered = event.gender is not None
+    right = answered and event.gender == match.label["gender"]
+    return Counter(judged=event.age is not None, answered=answered, right=right)
+
+
 def measure_tracks(args: argparse.Namespace) -> int:
     from analyzer.analysis.pipeline import analyze_video
     from analyzer.evaluation.appearances import match_events
@@ -72,26 +87,29 @@ def measure_tracks(args: argparse.Namespace) -> int:
     labels_path = Path(args.labels)
     labels = json.loads(labels_path.read_text(encoding="utf-8"))
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-    per_video, unmatched_total, wall_total, video_s = [], 0, 0.0, 0.0
+    per_video, unmatched_total, wall_total, cpu_total, video_s = [], 0, 0.0, 0.0, 0.0
     for video in labels["videos"]:
         path = labels_path.parent / video["file"]
         settings = Settings(
             video_key=str(path), video_id=1, model_dir=Path(args.model_dir), device="cpu", log_format="json"
         )
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         result = analyze_video(path, settings)
-        wall = time.monotonic() - started
+        wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
         matches, unmatched = match_events(video["appearances"], result.events)
         for match in matches:
-            outcomes[size_band(match.label["face_px"])][match.outcome] += 1
-            outcomes["all"][match.outcome] += 1
+            for band in (size_band(match.label["face_px"]), "all"):
+                outcomes[band][match.outcome] += 1
+                outcomes[band].update(_answers(match))
         unmatched_total += len(unmatched)
         wall_total += wall
-        video_s += result.stats.get("duration_s", 0.0) or 0.0
+        cpu_total += cpu
+        video_s += max(a["end_s"] for a in video["appearances"])
         per_video.append(
             {
                 "name": video["name"],
                 "wall_s": round(wall, 1),
+                "cpu_s": round(cpu, 1),
                 "events": len(result.events),
                 "unmatched": len(unmatched),
                 "outcomes": dict(Counter(m.outcome for m in matches)),
@@ -107,14 +125,18 @@ def measure_tracks(args: argparse.Namespace) -> int:
             }
         )
         print(f"{video['name']}: {len(result.events)} events, {dict(outcomes['all'])}, {wall:.1f} s", flush=True)
-    print(f"{'face px':8s} {'one':>5s} {'split':>6s} {'missed':>7s}")
+    columns = ("one", "split", "missed", "judged", "answered", "right")
+    print(f"{'face px':8s}" + "".join(f"{c:>9s}" for c in columns))
     for band in [*(size_band(low) for low, _ in SIZE_BANDS), "all"]:
-        counts = outcomes[band]
-        print(f"{band:8s} {counts['one']:5d} {counts['split']:6d} {counts['missed']:7d}")
-    print(f"unmatched events {unmatched_total}; worker wall {wall_total:.0f} s for {len(per_video)} clips")
+        print(f"{band:8s}" + "".join(f"{outcomes[band][c]:9d}" for c in columns))
+    print(
+        f"unmatched events {unmatched_total}; {len(per_video)} clips, {video_s:.0f} s of video:"
+        f" worker wall {wall_total:.0f} s, CPU {cpu_total:.0f} s"
+    )
     if args.json:
         summary = {"outcomes": {k: dict(v) for k, v in outcomes.items()}, "unmatched": unmatched_total}
-        summary |= {"wall_s": round(wall_total, 1), "videos": per_video}
+        summary |= {"wall_s": round(wall_total, 1), "cpu_s": round(cpu_total, 1), "video_s": round(video_s, 1)}
+        summary |= {"videos": per_video}
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return 0
 

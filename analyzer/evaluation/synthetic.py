@@ -59,7 +59,7 @@ FRAME_W, FRAME_H = 1280, 720  # px
 SLOTS = ((320, 180), (960, 180), (320, 540), (960, 540))  # centres of the four places, px
 SLOT_W, SLOT_H = 640, 360  # px; a track stays inside its slot's cell
 TRACKS_PER_SLOT = 4  # so a clip holds 16 tracks and lasts about 17 s
-LEAD_S = (0.3, 1.5)  # s before a slot's first face
+LEAD_S = (0.2, 2.4)  # s before a slot's first face: wide, so the slots are out of step
 TRACK_S = (2.0, 3.0)  # s a face is shown
 GAP_S = (1.6, 2.2)  # s of empty place between two faces of a slot; over the tracker's 1 s max_gap_ms
 TAIL_S = 0.6  # s after the last face of the clip
@@ -76,7 +76,7 @@ FLIP_SHARE = (0.25, 0.5)  # share of the track shown mirrored
 CONTRAST = (0.8, 1.15)  # gain on the face, at the start and at the end of the track
 BRIGHTNESS = (-20.0, 20.0)  # offset on the face, grey levels
 NOISE_SIGMA = (1.5, 5.0)  # grey levels, per clip
-NOISE_FRAMES = 8  # noise fields per clip, drawn from per frame: fresh noise costs 30 ms a frame
+NOISE_FRAMES = 8  # noise fields per clip, one drawn per frame: fresh noise cost 30 ms a frame
 TEXTURED_SHARE = 0.5  # share of clips on a textured background
 FEATHER = 0.12  # share of the crop side over which its edge fades into the background
 CRF = 28  # libx264 constant rate factor: visible compression, as in uploaded video
@@ -325,8 +325,9 @@ def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def _paste(frame: np.ndarray, plan: TrackPlan, art: _TrackArt, index: int) -> None:
-    """Draw the track's face into ``frame`` (H x W x 3 float32) at ``index``, then blur its region."""
+def _paste(frame: np.ndarray, scene: _Scene, plan: TrackPlan, art: _TrackArt, index: int) -> None:
+    """Draw the track's face into ``frame`` (uint8) at ``index`` over the clean background, blur
+    the region, then add the frame's noise field: the same noise as the rest of the frame."""
     pose = plan.pose(index)
     m = cv2.getRotationMatrix2D((art.side / 2, art.side / 2), pose.angle_deg, pose.scale / art.nominal)
     m[:, 2] += (pose.cx - art.side / 2, pose.cy - art.side / 2)
@@ -340,29 +341,45 @@ def _paste(frame: np.ndarray, plan: TrackPlan, art: _TrackArt, index: int) -> No
     u = plan.progress(index)
     gain = plan.contrast[0] + u * (plan.contrast[1] - plan.contrast[0])
     offset = plan.brightness[0] + u * (plan.brightness[1] - plan.brightness[0])
-    region = frame[y0:y1, x0:x1]
-    region[:] = alpha * np.clip(face.astype(np.float32) * gain + offset, 0, 255) + (1 - alpha) * region
-    region[:] = cv2.GaussianBlur(region, (0, 0), plan.blur_sigma)
+    region = scene.background[y0:y1, x0:x1]
+    region = alpha * np.clip(face.astype(np.float32) * gain + offset, 0, 255) + (1 - alpha) * region
+    region = cv2.GaussianBlur(region, (0, 0), plan.blur_sigma)
     if plan.motion_px:
-        region[:] = cv2.filter2D(region, -1, _motion_kernel(plan.motion_px, plan.motion_deg))
+        region = cv2.filter2D(region, -1, _motion_kernel(plan.motion_px, plan.motion_deg))
+    region += scene.noise[scene.noise_index][y0:y1, x0:x1]
+    frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+
+class _Scene:
+    """A clip's still background, clean (float32) and with each of its noise fields (uint8)."""
+
+    def __init__(self, plan: ClipPlan) -> None:
+        rng = np.random.default_rng(plan.background_seed + 1)
+        self.background = _background(plan).astype(np.float32)
+        self.noise = rng.normal(0, plan.noise_sigma, (NOISE_FRAMES, FRAME_H, FRAME_W, 3)).astype(np.float32)
+        self.noisy = [np.clip(self.background + field, 0, 255).astype(np.uint8) for field in self.noise]
+        self.rng = rng
+        self.noise_index = 0
+
+    def next_frame(self) -> np.ndarray:
+        """A fresh uint8 frame: the background under a noise field drawn for this frame."""
+        self.noise_index = int(self.rng.integers(NOISE_FRAMES))
+        return self.noisy[self.noise_index].copy()
 
 
 def render_clip(plan: ClipPlan) -> Iterator[np.ndarray]:
     """The clip's frames, H x W x 3 uint8 BGR, in order."""
-    rng = np.random.default_rng(plan.background_seed + 1)
-    background = _background(plan).astype(np.float32)
-    noise = rng.normal(0, plan.noise_sigma, (NOISE_FRAMES, FRAME_H, FRAME_W, 3)).astype(np.float32)
+    scene = _Scene(plan)
     arts: dict[int, _TrackArt] = {}
     for index in range(plan.frames):
-        frame = background.copy()
+        frame = scene.next_frame()
         for n, track in enumerate(plan.tracks):
             if track.first_frame <= index <= track.last_frame:
                 art = arts.get(n) or arts.setdefault(n, _TrackArt(track))
-                _paste(frame, track, art, index)
+                _paste(frame, scene, track, art, index)
             elif index > track.last_frame:
                 arts.pop(n, None)
-        frame += noise[rng.integers(NOISE_FRAMES)]
-        yield np.clip(frame, 0, 255).astype(np.uint8)
+        yield frame
 
 
 def write_clip(path: Path, frames: Iterator[np.ndarray]) -> None:
