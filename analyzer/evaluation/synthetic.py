@@ -228,7 +228,7 @@ def plan_clips(images: Sequence[FairFaceImage], half_name: str, seed: int) -> li
     per_clip = len(SLOTS) * TRACKS_PER_SLOT
     clips = []
     for k in range(0, len(images), per_clip):
-        rng = np.random.default_rng([seed, HALVES.index(half_name) if half_name in HALVES else 2, k // per_clip])
+        rng = np.random.default_rng([seed, HALVES.index(half_name), k // per_clip])
         clips.append(_plan_clip(rng, images[k : k + per_clip], f"synth-{half_name}-{k // per_clip:02d}", half_name))
     return clips
 
@@ -400,24 +400,33 @@ def write_clip(path: Path, frames: Iterator[np.ndarray]) -> None:
 def generate(
     fairface_dir: str | Path, out: str | Path, *, half_name: str = "fit", seed: int = 0, limit: int | None = None
 ) -> dict[str, Any]:
-    """Plan, render and encode the clips of one half (or of both, ``"all"``) into ``out``, write
-    ``out/labels.json`` and return what it holds. ``limit`` keeps the first N crops of each half."""
+    """Plan, render and encode the clips of one half (or of both, ``"all"``) into ``out/clips``, write
+    ``out/labels.json`` and return what it holds. ``limit`` keeps the first N crops of each half.
+
+    Each clip is written under a temporary name and renamed when complete, and the labels are
+    rewritten after each clip, so a run stopped half-way leaves labels for exactly the clips there."""
     images = load_fairface(fairface_dir)
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    videos = []
-    for name in HALVES if half_name == "all" else (half_name,):
-        chosen = half(images, name)[:limit]
-        for clip in plan_clips(chosen, name, seed):
-            file = f"clips/{clip.name}.mp4"
-            write_clip(out / file, render_clip(clip))
-            videos.append(clip.label(file))
-    labels = {
+    labels: dict[str, Any] = {
         "version": 1,
         "age_bins": list(AGE_BINS),
         "credit": f"Faces from {CREDIT}, degraded and re-encoded by analyzer.evaluation.synthetic",
         "generator": {"seed": seed, "half": half_name, "limit": limit},
-        "videos": videos,
+        "videos": [],
     }
-    (out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    for name in HALVES if half_name == "all" else (half_name,):
+        for clip in plan_clips(half(images, name)[:limit], name, seed):
+            file = f"clips/{clip.name}.mp4"
+            partial = out / f"{file}.partial"
+            write_clip(partial, render_clip(clip))
+            partial.replace(out / file)
+            labels["videos"].append(clip.label(file))
+            _write_json(out / "labels.json", labels)
     return labels
+
+
+def _write_json(path: Path, value: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
