@@ -125,6 +125,11 @@ def measure_tracks(args: argparse.Namespace) -> int:
             }
         )
         print(f"{video['name']}: {len(result.events)} events, {dict(outcomes['all'])}, {wall:.1f} s", flush=True)
+        if args.json:  # after each clip, so a long run stopped early keeps what it measured
+            summary = {"outcomes": {k: dict(v) for k, v in outcomes.items()}, "unmatched": unmatched_total}
+            summary |= {"wall_s": round(wall_total, 1), "cpu_s": round(cpu_total, 1), "video_s": round(video_s, 1)}
+            summary |= {"videos": per_video}
+            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     columns = ("one", "split", "missed", "judged", "answered", "right")
     print(f"{'face px':8s}" + "".join(f"{c:>9s}" for c in columns))
     for band in [*(size_band(low) for low, _ in SIZE_BANDS), "all"]:
@@ -133,11 +138,6 @@ def measure_tracks(args: argparse.Namespace) -> int:
         f"unmatched events {unmatched_total}; {len(per_video)} clips, {video_s:.0f} s of video:"
         f" worker wall {wall_total:.0f} s, CPU {cpu_total:.0f} s"
     )
-    if args.json:
-        summary = {"outcomes": {k: dict(v) for k, v in outcomes.items()}, "unmatched": unmatched_total}
-        summary |= {"wall_s": round(wall_total, 1), "cpu_s": round(cpu_total, 1), "video_s": round(video_s, 1)}
-        summary |= {"videos": per_video}
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
