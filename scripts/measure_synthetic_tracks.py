@@ -2,9 +2,11 @@
 """Measurements behind analyzer.evaluation.synthetic, on this machine's CPU.
 
 ``box``: where RetinaFace boxes the face in the FairFace crops (centre and size as shares of the
-crop side; medians and quartiles), the source of ``synthetic.FACE_BOX``::
+crop side; medians and quartiles, ``synthetic.FACE_IN_CROP``), and each crop's box, the table
+``analyzer/evaluation/fairface_540_boxes.tsv`` the generator places and labels faces by::
 
-    .venv/bin/python scripts/measure_synthetic_tracks.py box ../shared/data/fairface_540
+    .venv/bin/python scripts/measure_synthetic_tracks.py box ../shared/data/fairface_540 \
+        --write analyzer/evaluation/fairface_540_boxes.tsv
 
 ``tracks``: the worker (``analyze_video``, as ``analyzer run`` does it) on every clip of a
 generated set, its events matched to the labels (analyzer.evaluation.appearances): how many
@@ -41,7 +43,7 @@ def measure_box(args: argparse.Namespace) -> int:
 
     analyzer = FaceAnalyzer(args.model_dir, detector="retinaface", device="cpu")
     images = load_fairface(args.fairface)[: args.limit]
-    rows, missing = [], 0
+    rows, boxes, missing = [], [], 0
     for start in range(0, len(images), 32):
         chunk = images[start : start + 32]
         frames = np.stack([cv2.imread(str(image.path), cv2.IMREAD_COLOR) for image in chunk])
@@ -54,13 +56,19 @@ def measure_box(args: argparse.Namespace) -> int:
                 continue
             # the face nearest the crop's centre: FairFace crops centre their subject
             centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
-            x1, y1, x2, y2 = found.boxes[np.argmin(np.abs(centres - side / 2).sum(axis=1))] / side
-            rows.append(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
+            best = int(np.argmin(np.abs(centres - side / 2).sum(axis=1)))
+            x1, y1, x2, y2 = (float(v) for v in found.boxes[best])
+            boxes.append((chunk[i].path.name, x1, y1, x2 - x1, y2 - y1, float(found.scores[best])))
+            rows.append(((x1 + x2) / 2 / side, (y1 + y2) / 2 / side, (x2 - x1) / side, (y2 - y1) / side))
     table = np.array(rows)
     print(f"{len(rows)} crops with a face, {missing} without")
     for name, column in zip(("centre x", "centre y", "width", "height"), table.T, strict=True):
         q1, median, q3 = np.percentile(column, [25, 50, 75])
         print(f"{name:9s} median {median:.3f}  quartiles {q1:.3f}-{q3:.3f}")
+    if args.write:
+        lines = ["file\tx\ty\tw\th\tscore"]
+        lines += [f"{name}\t{x:.1f}\t{y:.1f}\t{w:.1f}\t{h:.1f}\t{score:.3f}" for name, x, y, w, h, score in boxes]
+        Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     box = actions.add_parser("box", help="RetinaFace's face box in the FairFace crops")
     box.add_argument("fairface", help="folder of FairFace 540 (MANIFEST.tsv beside the images)")
     box.add_argument("--limit", type=int, default=None, help="only the first N crops")
+    box.add_argument("--write", help="write each crop's box (crop px) to this TSV (synthetic.FACE_BOXES)")
     box.set_defaults(handler=measure_box)
     tracks = actions.add_parser("tracks", help="the worker's events against a generated set's labels")
     tracks.add_argument("labels", help="labels.json of a generated set")

@@ -1,6 +1,6 @@
 """FairFace 540: labelled face crops with FairFace's age bins, and their fit / held-out halves.
 
-The folder (``../shared/data/fairface_540``) holds 540 FairFace crops (224x224 JPEG, margin 0.25)
+The folder (``../shared/data/fairface_540``) holds 540 FairFace crops (448x448 JPEG, margin 0.25; its README says 224)
 and ``MANIFEST.tsv`` with the columns ``file``, ``age_bin``, ``gender``, ``sha256``. FairFace is
 by Kärkkäinen and Joo ("FairFace: Face Attribute Dataset for Balanced Race, Gender, and Age",
 WACV 2021), licensed CC BY 4.0: whatever is fitted on or made from it must credit them (``CREDIT``).

@@ -8,10 +8,11 @@ side, each showing its tracks one after another, on a plain or a smoothly textur
 
 How a track is degraded, all drawn per track from a seeded generator (``TrackPlan``):
 
-- size: the face width is drawn from ``FACE_PX``; a square cut around the face (``CUT_SHARE`` of
-  the crop, face and hair) is scaled so that RetinaFace's box of the face is that wide
-  (``FACE_IN_CROP`` is where RetinaFace puts the face in a FairFace crop: its box is only 0.35 of
-  the crop wide, not the 1/1.5 the crop's margin of 0.25 suggests);
+- size: the face width is drawn from ``FACE_PX``; a square cut centred on the face, about twice
+  as wide as it (face, hair, neck), is scaled so that RetinaFace's box of the face is that wide.
+  Where the face is in each crop is RetinaFace's box, measured once and kept in ``FACE_BOXES``
+  (in FairFace's crops the face is only 0.35 of the crop wide, not the 1/1.5 that their margin of
+  0.25 suggests, and off centre by up to a quarter of its width);
 - poses: smooth jitter of rotation (+-10 deg), scale (+-8 %) and position (two sines per
   component, 0.4-1.3 Hz, so the 200 ms samples of the worker see different poses), a horizontal
   flip over part of the track, and a slow drift of the whole face (at most ``DRIFT_SIDES`` face
@@ -38,6 +39,8 @@ Race, Gender, and Age", WACV 2021), licensed CC BY 4.0; the labels file credits 
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -87,14 +90,15 @@ FEATHER = 0.12  # share of the crop side over which its edge fades into the back
 CRF = (26, 30)  # libx264 constant rate factor, per clip: visible compression, as in uploaded video
 PRESET = "veryfast"
 X264_THREADS = 2  # fixed: x264's output depends on its thread count
-CROP_PX = 224  # FairFace crops are 224x224
-# Where RetinaFace boxes the face in a FairFace crop (centre x, centre y, width, height as shares of
-# the crop side): medians over 538 of FairFace 540 (quartiles of the width 0.331-0.374, of the
-# height 0.442-0.515, of the centre +-0.03); scripts/measure_synthetic_tracks.py box.
+CROP_PX = 448  # px; the crops of FairFace 540 are 448x448 (its README says 224)
+# RetinaFace's box (x, y, w, h in crop px) of the face nearest the centre of each FairFace 540 crop
+# (scripts/measure_synthetic_tracks.py box --write); a crop missing there gets the median box,
+# FACE_IN_CROP (centre x, centre y, width, height as shares of the crop side, medians over the 538
+# crops with a face; quartiles of the width 0.331-0.374, of the height 0.442-0.515).
+FACE_BOXES = Path(__file__).with_name("fairface_540_boxes.tsv")
 FACE_IN_CROP = (0.501, 0.464, 0.347, 0.476)
-CUT_SHARE = 0.72  # side of the square cut around the face centre, share of the crop: face, hair, neck
-CUT_PX = round(CUT_SHARE * CROP_PX)
-FACE_W, FACE_H = FACE_IN_CROP[2] / CUT_SHARE, FACE_IN_CROP[3] / CUT_SHARE  # face box in the cut, shares
+CUT_PX = 320  # px; side of the square cut around the face, resampled from the crop at about 1:1
+FACE_W = 0.48  # the face box's width as a share of the cut's side: the cut is about 2 face widths
 SOURCE = "FairFace 540 (CC BY 4.0)"
 
 
@@ -138,6 +142,7 @@ class TrackPlan:
     blur_sigma: float
     motion_px: float  # 0: no motion blur
     motion_deg: float
+    face_in_crop: tuple[float, float, float, float]  # RetinaFace's box in the FairFace crop, crop px
     start_xy: tuple[float, float]  # the face's centre at the first frame, px
     drift_xy: tuple[float, float]  # its move over the track, px
     contrast: tuple[float, float]  # at the first and the last frame
@@ -181,7 +186,8 @@ class TrackPlan:
         """(x, y, w, h) in frame px of the face at ``frame``, where RetinaFace would box it: the
         cut is centred on the face, so the box is centred on the pose (rotation ignored)."""
         pose = self.pose(frame)
-        w, h = FACE_W * CUT_PX * pose.scale, FACE_H * CUT_PX * pose.scale
+        w = FACE_W * CUT_PX * pose.scale
+        h = w * self.face_in_crop[3] / self.face_in_crop[2]
         return pose.cx - w / 2, pose.cy - h / 2, w, h
 
     def label(self) -> dict[str, Any]:
@@ -196,7 +202,8 @@ class TrackPlan:
             "end_s": round(self.end_s, 2),
             "t_s": round(self.label_frame / FPS, 2),
             "box": [round(v) for v in self.face_box(self.label_frame)],
-            "judgeable": True,
+            # a crop where RetinaFace found no face even sharp and large cannot be asked of a video
+            "judgeable": self.image.path.name in face_boxes(),
             "face_px": self.face_px,
             "blur_sigma": round(self.blur_sigma, 2),
             "image": self.image.path.name,
@@ -266,15 +273,32 @@ def _plan_track(rng: np.random.Generator, image: FairFaceImage, slot: int, first
     drift = rng.uniform(*DRIFT_SIDES) * face_px
     drift_xy = (drift * math.cos(drift_angle), drift * math.sin(drift_angle))
     start_xy = _start_in_slot(rng, slot, face_px, drift_xy)
+    face_in_crop = face_boxes().get(image.path.name, MEDIAN_BOX)
     flip_from = rng.uniform(0, 1 - FLIP_SHARE[1])
     flip_span = (flip_from, flip_from + rng.uniform(*FLIP_SHARE))
     contrast = (float(rng.uniform(*CONTRAST)), float(rng.uniform(*CONTRAST)))
     brightness = (float(rng.uniform(*BRIGHTNESS)), float(rng.uniform(*BRIGHTNESS)))
     jitters = [Jitter.draw(rng) for _ in range(4)]
     return TrackPlan(
-        image, slot, first, last, face_px, blur_sigma, motion_px, motion_deg, start_xy, drift_xy,
+        image, slot, first, last, face_px, blur_sigma, motion_px, motion_deg, face_in_crop, start_xy, drift_xy,
         contrast, brightness, (float(flip_span[0]), float(flip_span[1])), *jitters,
     )  # fmt: skip
+
+
+MEDIAN_BOX = (
+    (FACE_IN_CROP[0] - FACE_IN_CROP[2] / 2) * CROP_PX,
+    (FACE_IN_CROP[1] - FACE_IN_CROP[3] / 2) * CROP_PX,
+    FACE_IN_CROP[2] * CROP_PX,
+    FACE_IN_CROP[3] * CROP_PX,
+)
+
+
+@functools.cache
+def face_boxes() -> dict[str, tuple[float, float, float, float]]:
+    """``FACE_BOXES``: crop file name -> RetinaFace's (x, y, w, h) of its face, crop px."""
+    with open(FACE_BOXES, newline="", encoding="utf-8") as handle:
+        rows = csv.DictReader(handle, delimiter="\t")
+        return {row["file"]: (float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"])) for row in rows}
 
 
 def _start_in_slot(
@@ -298,12 +322,15 @@ class _TrackArt:
         crop = cv2.imread(str(plan.image.path), cv2.IMREAD_COLOR)
         if crop is None:
             raise FileNotFoundError(f"cannot read {plan.image.path}")
-        crop = cv2.resize(crop, (CROP_PX, CROP_PX), interpolation=cv2.INTER_AREA)
-        x0, y0 = round(FACE_IN_CROP[0] * CROP_PX - CUT_PX / 2), round(FACE_IN_CROP[1] * CROP_PX - CUT_PX / 2)
-        cut = crop[y0 : y0 + CUT_PX, x0 : x0 + CUT_PX]
+        x, y, w, h = plan.face_in_crop
+        # the cut: the face's centre to the cut's, the face's width to FACE_W of it; past the
+        # crop's edge (a face near it) the crop is mirrored rather than left black
+        scale = FACE_W * CUT_PX / w
+        m = np.array([[scale, 0, CUT_PX / 2 - scale * (x + w / 2)], [0, scale, CUT_PX / 2 - scale * (y + h / 2)]])
+        cut = cv2.warpAffine(crop, m, (CUT_PX, CUT_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         self.nominal = plan.face_px / (FACE_W * CUT_PX)  # frame px per cut px
         side = max(8, round(CUT_PX * self.nominal))
-        # INTER_AREA to the nominal size first: warping a 160 px cut straight down to 60 px aliases
+        # INTER_AREA to the nominal size first: warping a 320 px cut straight down to 120 px aliases
         small = cv2.resize(cut, (side, side), interpolation=cv2.INTER_AREA)
         self.images = (small, np.ascontiguousarray(small[:, ::-1]))
         ramp = np.clip((np.minimum(np.arange(side), np.arange(side)[::-1]) + 0.5) / (FEATHER * side), 0, 1)

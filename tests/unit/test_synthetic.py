@@ -114,3 +114,16 @@ def test_same_seed_same_bytes_other_seed_other_clip(four_tracks: tuple[Path, dic
     images = fairface.half(fairface.load_fairface(FAIRFACE_DIR), "fit")[:4]
     other = synthetic.plan_clips(images, "fit", seed=1)[0]
     assert other.tracks[0].label()["box"] != labels["videos"][0]["appearances"][0]["box"]
+
+
+@needs_fairface
+def test_faces_are_placed_by_their_measured_box_and_faceless_crops_are_not_judgeable() -> None:
+    images = {i.path.name: i for i in fairface.load_fairface(FAIRFACE_DIR)}
+    boxes = synthetic.face_boxes()
+    faceless = sorted(set(images) - set(boxes))
+    assert set(boxes) < set(images) and faceless == ["fairface_0379.jpg", "fairface_0389.jpg"]
+    (clip,) = synthetic.plan_clips([images["fairface_0001.jpg"], images[faceless[0]]], "fit", seed=0)
+    found, lost = (track.label() for track in clip.tracks)
+    x, y, w, h = boxes["fairface_0001.jpg"]
+    assert found["box"][3] / found["box"][2] == pytest.approx(h / w, abs=0.03) and found["judgeable"]
+    assert not lost["judgeable"]
