@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from analyzer.analysis.tracking import box_iou
 from analyzer.events import Event
 
 __all__ = ["LabelMatch", "iou", "match_events"]
@@ -23,12 +26,9 @@ SLACK_S = 0.4  # s; two sampling periods at the worker's default 5 samples/s
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x, y, w, h)`` boxes."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two ``(x, y, w, h)`` boxes (the tracker's ``box_iou``)."""
+    corners = np.array([[a[0], a[1], a[0] + a[2], a[1] + a[3]], [b[0], b[1], b[0] + b[2], b[1] + b[3]]], float)
+    return float(box_iou(corners[:1], corners[1:])[0, 0])
 
 
 def event_box(event: Event) -> tuple[int, int, int, int]:
