@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
 
 import av
+import cv2
 import pytest
 
+from analyzer.analysis.tracking import DEFAULT_SCENE_CUT_CORRELATION, frame_signature
 from analyzer.evaluation import evalset, fairface, synthetic
 from analyzer.evaluation.appearances import iou
 from tests.conftest import SHARED
@@ -127,3 +130,18 @@ def test_faces_are_placed_by_their_measured_box_and_faceless_crops_are_not_judge
     x, y, w, h = boxes["fairface_0001.jpg"]
     assert found["box"][3] / found["box"][2] == pytest.approx(h / w, abs=0.03) and found["judgeable"]
     assert not lost["judgeable"]
+
+
+@needs_fairface
+def test_a_plain_wall_never_reads_as_a_scene_cut(tmp_path: Path) -> None:
+    # Clip 11 of the fit half (seed 0) on a flat wall: at 1.4 s the encoder shifted its one colour
+    # across a histogram bin and the tracker's correlation fell to 0.69, ending three tracks.
+    images = fairface.half(fairface.load_fairface(FAIRFACE_DIR), "fit")
+    clip = synthetic.plan_clips(images, "fit", seed=0)[11]
+    assert not clip.textured
+    synthetic.write_clip(tmp_path / "start.mp4", itertools.islice(synthetic.render_clip(clip), 50), clip.crf)
+    with av.open(str(tmp_path / "start.mp4")) as container:
+        frames = enumerate(container.decode(video=0))
+        samples = [frame_signature(frame.to_ndarray(format="bgr24")) for i, frame in frames if i % 5 == 0]
+    correlations = [cv2.compareHist(a, b, cv2.HISTCMP_CORREL) for a, b in itertools.pairwise(samples)]
+    assert min(correlations) > DEFAULT_SCENE_CUT_CORRELATION + 0.2
