@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
-__all__ = ["EvalFace", "AGE_BINS", "FAIRFACE_BINS", "age_bin", "bin_range", "fairface_bin", "load", "split"]
+__all__ = ["EvalFace", "AGE_BINS", "FAIRFACE_BINS", "age_bin", "bin_range", "fairface_bin", "halves", "load", "split"]
 
 # Lower edges of the age bins the UTKFace set is balanced on: 0-9, 10-19, ..., 60-69, 70+
 AGE_BINS = (0, 10, 20, 30, 40, 50, 60, 70)
@@ -48,6 +50,11 @@ class EvalFace:
     @property
     def is_male(self) -> bool:
         return self.gender == "male"
+
+    @property
+    def age_bin(self) -> str:
+        """The FairFace bin (``bin``), under the name FairFace's manifest gives it."""
+        return self.bin
 
 
 def age_bin(age: float) -> str:
@@ -101,14 +108,30 @@ def _face(path: Path, row: dict[str, str]) -> EvalFace:
     return EvalFace(path, None, row["gender"], row.get("race", ""), row["sha256"], label)
 
 
-def split(faces: list[EvalFace]) -> tuple[list[EvalFace], list[EvalFace]]:
-    """(fit, held_out): within each age bin x gender cell, faces sorted by sha256 alternate
-    between the halves, so both halves keep the set's balance and never change with its order."""
-    cells: dict[tuple[str, str], list[EvalFace]] = defaultdict(list)
+class _Hashed(Protocol):
+    @property
+    def sha256(self) -> str: ...
+
+
+Face = TypeVar("Face", bound=_Hashed)
+
+
+def halves(faces: Iterable[Face], cell: Callable[[Face], Hashable]) -> tuple[list[Face], list[Face]]:
+    """(fit, held_out): within each ``cell(face)`` (an age bin x gender), faces sorted by sha256
+    alternate between the halves (even index fit, odd held out), so both halves keep the set's
+    balance and never change with its order. The one halving rule of every labelled set here."""
+    cells: dict[Hashable, list[Face]] = defaultdict(list)
     for face in faces:
-        cells[(age_bin(face.age) if face.age is not None else face.bin, face.gender)].append(face)
-    fit, held_out = [], []
-    for cell in cells.values():
-        for i, face in enumerate(sorted(cell, key=lambda f: f.sha256)):
+        cells[cell(face)].append(face)
+    fit: list[Face] = []
+    held_out: list[Face] = []
+    for members in cells.values():
+        for i, face in enumerate(sorted(members, key=lambda f: f.sha256)):
             (fit if i % 2 == 0 else held_out).append(face)
     return fit, held_out
+
+
+def split(faces: list[EvalFace]) -> tuple[list[EvalFace], list[EvalFace]]:
+    """(fit, held_out): ``halves`` by age bin x gender (UTKFace's ten-year bin of the age where it is
+    known, else the face's own FairFace bin)."""
+    return halves(faces, lambda face: (age_bin(face.age) if face.age is not None else face.bin, face.gender))
