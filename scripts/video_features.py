@@ -35,7 +35,7 @@ def main() -> None:
         if target.exists() or (args.half and video.half and video.half != args.half):
             continue
         started = time.monotonic()
-        appearances = videoset.analyse(video, default_model_dir())
+        appearances = videoset.analyse(video, default_model_dir()).appearances
         record = {
             "name": video.name,
             "kind": video.kind,

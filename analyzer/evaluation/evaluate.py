@@ -30,6 +30,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from analyzer.errors import InputNotFound, model_errors
 from analyzer.evaluation import evalset
@@ -104,34 +105,41 @@ def _evaluate_videos(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir or default_model_dir())
     temperature = classifier_config(DEFAULT_CLASSIFIER).gender_temperature
     pooling = POOLINGS[DEFAULT_CLASSIFIER]
-    records = [
-        {
-            "name": video.name,
-            "kind": video.kind,
-            "half": video.half,
-            "temperature": temperature,
-            "matches": videoset.match(
-                video, videoset.analyse(video, model_dir, device=args.device, detector=args.detector)
-            ),
-        }
-        for video in videos
-    ]
+    records: list[dict] = []
+    written: list[tuple[str, videoset.Match, Any]] = []
+    for video in videos:
+        result = videoset.analyse(video, model_dir, device=args.device, detector=args.detector)
+        matches = videoset.match(video, result.appearances)
+        records.append(
+            {"name": video.name, "kind": video.kind, "half": video.half, "temperature": temperature, "matches": matches}
+        )
+        events = {e.event_key: e for e in result.events}
+        written += [(video.kind, m, events.get(m.event_key or "")) for m in matches]
     rows = videoset.judged(records, temperature, pooling)
     reports = {
         kind: videoset.report([r for r in rows if r.kind == kind], pooling.rho, DEFAULT_MIN_GENDER_SCORE, pooling.age)
         for kind in sorted({r.kind for r in rows})
     }
+    for kind, report in reports.items():  # as the worker writes them: events, pooled per person
+        pairs = [(m, event) for k, m, event in written if k == kind]
+        report["events"] = videoset.events_report(pairs, DEFAULT_MIN_GENDER_SCORE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "videos.json").write_text(json.dumps(reports, indent=1) + "\n")
     lines = [
-        "| videos | appearances | answered % | right % of answered | age-bin accuracy % |",
-        "|---|---|---|---|---|",
+        "| videos | appearances | answered % | right % of answered | as written (per person): answered % / right %"
+        " | age-bin accuracy % |",
+        "|---|---|---|---|---|---|",
     ]
     for kind, r in reports.items():
         right = "-" if r["right_of_answered"] is None else f"{100 * r['right_of_answered']:.1f}"
         age = "-" if r["age_bin_accuracy"] is None else f"{100 * r['age_bin_accuracy']:.1f}"
-        lines.append(f"| {kind} | {r['appearances']} | {100 * r['answered_share']:.1f} | {right} | {age} |")
+        e = r["events"]
+        e_right = "-" if e["right_of_answered"] is None else f"{100 * e['right_of_answered']:.1f}"
+        lines.append(
+            f"| {kind} | {r['appearances']} | {100 * r['answered_share']:.1f} | {right} |"
+            f" {100 * e['answered_share']:.1f} / {e_right} | {age} |"
+        )
     sys.stdout.write("\n".join(lines) + f"\n\nwritten: {out / 'videos.json'}\n")
     return 0
 

@@ -26,6 +26,7 @@ import numpy as np
 from analyzer.analysis.calibration import effective_faces, reliability_bins, sigmoid
 from analyzer.analysis.pooling import MAX_GENDER_SCORE, AppearanceFaces, Pooling
 from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range, fairface_bin
+from analyzer.events import AnalysisResult, Event
 
 __all__ = [
     "Judged",
@@ -33,6 +34,7 @@ __all__ = [
     "LabelledVideo",
     "Match",
     "analyse",
+    "events_report",
     "judged",
     "load",
     "faces_from_json",
@@ -155,14 +157,32 @@ def match(video: LabelledVideo, appearances: dict[str, AppearanceFaces]) -> list
     ]
 
 
-def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> dict[str, AppearanceFaces]:
-    """Every appearance the real pipeline finds in ``video`` (event_key -> its faces)."""
+def analyse(video: LabelledVideo, model_dir: Path, **settings: Any) -> AnalysisResult:
+    """The real pipeline on ``video``, every gender scored (``min_gender_score`` 0): its events and
+    every appearance's faces (``result.appearances``, event_key -> AppearanceFaces)."""
     from analyzer.analysis.pipeline import analyze_video
     from analyzer.settings import Settings
 
     options = {"min_gender_score": 0.0, "log_format": "text", "device": "cpu"} | settings
-    result = analyze_video(video.path, Settings(video_key=str(video.path), video_id=1, model_dir=model_dir, **options))
-    return result.appearances
+    return analyze_video(video.path, Settings(video_key=str(video.path), video_id=1, model_dir=model_dir, **options))
+
+
+def events_report(pairs: list[tuple[Match, Event | None]], min_score: float) -> dict[str, Any]:
+    """What the worker writes, scored: per labelled appearance with a judgeable face and its
+    matched event (None: missed), the event's gender at ``min_score`` (an event's answer may pool
+    its whole person's faces)."""
+    judgeable = [(m, event) for m, event in pairs if m.label.judgeable]
+    said = [
+        (event.gender, m.label.gender)
+        for m, event in judgeable
+        if event is not None and (event.gender_score or 0.0) >= min_score
+    ]
+    return {
+        "appearances": len(judgeable),
+        "answered": len(said),
+        "answered_share": round(len(said) / max(len(judgeable), 1), 3),
+        "right_of_answered": round(sum(g == t for g, t in said) / len(said), 3) if said else None,
+    }
 
 
 def faces_to_json(appearances: dict[str, AppearanceFaces]) -> dict[str, dict[str, list]]:

@@ -88,3 +88,34 @@ def test_one_appearance_answers_for_one_label_only(tmp_path: Path) -> None:
     assert [m.event_key for m in videoset.match(video, appearances)] == ["left", "right"]
     (first, second) = videoset.match(video, {"left": appearances["left"]})
     assert (first.event_key, second.event_key) == ("left", None)
+
+
+def test_what_the_worker_writes_is_scored_at_the_threshold(tmp_path: Path) -> None:
+    from analyzer.events import Event
+
+    labels = [LABEL, LABEL | {"id": "clip-02", "t_s": 5.0}, LABEL | {"id": "clip-03", "judgeable": False}]
+    (video,) = videoset.load(labels_file(tmp_path, labels))
+    matches = videoset.match(video, {"hers": faces([1.0], [100, 100, 150, 160])})
+    event = Event(
+        event_key="hers",
+        start_ms=0,
+        end_ms=1000,
+        best_frame_ms=1000,
+        x=100,
+        y=100,
+        w=50,
+        h=60,
+        det_score=0.99,
+        gender="female",
+        gender_score=90.0,
+        age=60,
+        face_count=1,
+    )
+    pairs = [(matches[0], event), (matches[1], None), (matches[2], None)]
+    assert videoset.events_report(pairs, 85.0) == {
+        "appearances": 2,
+        "answered": 1,
+        "answered_share": 0.5,
+        "right_of_answered": 1.0,
+    }
+    assert videoset.events_report(pairs, 95.0)["answered"] == 0
