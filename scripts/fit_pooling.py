@@ -169,16 +169,7 @@ def write_charts(report: dict[str, Any], folder: Path) -> None:
             charts.Series(coverage * len(figures["scores"]) / figures["appearances"], accuracy, label, dashed=dashed)
         )
     charts.save(
-        charts.line_chart(
-            lines,
-            "Appearances: share right per gender-score bin (dot size: appearances)",
-            "gender score (mean in bin)",
-            "share right",
-            (0.5, 1.0),
-            (0.3, 1.0),
-            [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-            [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-        ),
+        charts.reliability_chart(lines, "Appearances: share right per gender-score bin (dot size: appearances)"),
         folder / "appearance-reliability.png",
     )
     charts.save(

@@ -106,6 +106,20 @@ def reliability_series(rows: Sequence[dict], label: str, dashed: bool = False) -
     )
 
 
+def reliability_chart(lines: Sequence[Series], title: str) -> np.ndarray:
+    """``line_chart`` of reliability lines: share right against the mean score per bin, 0.5-1."""
+    return line_chart(
+        lines,
+        title,
+        "gender score (mean in bin)",
+        "share right",
+        (0.5, 1.0),
+        (0.3, 1.0),
+        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    )
+
+
 def line_chart(
     series: Sequence[Series],
     title: str,

@@ -415,16 +415,7 @@ def write_charts(reports: dict[str, dict[str, Any]], folder: Path) -> list[Path]
             kinds.append(("reliability_uncalibrated", f"{name}, T = 1", True))
         for key, label, dashed in kinds:
             lines.append(charts.reliability_series(r["gender"][key], label, dashed))
-    reliability = charts.line_chart(
-        lines,
-        "Reliability: share right per gender-score bin (dot size: faces)",
-        "gender score (mean in bin)",
-        "share right",
-        (0.5, 1.0),
-        (0.3, 1.0),
-        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-        [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    )
+    reliability = charts.reliability_chart(lines, "Reliability: share right per gender-score bin (dot size: faces)")
     bins = list(next(iter(reports.values()))["by_age_bin"])
     mae = charts.bar_chart(
         bins,
