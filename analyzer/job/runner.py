@@ -450,6 +450,7 @@ class Job:
             "faces": result.faces,
             "events": len(result.events),
             **result.stats,
+            "model_version": model_version(self.settings),  # what is stored (the pipeline's says models only)
         }
         log.info(
             "video %s: succeeded: %s frames, %s faces, %s events",

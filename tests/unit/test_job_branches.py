@@ -305,7 +305,14 @@ def test_a_run_logs_start_and_summary_and_records_who_ran_it(video: Path, caplog
     assert {e["model_version"] for e in database.events[VIDEO_ID].values()} == {model_version(s)}
     assert context["run_id"] == row["run_id"]
     wall_s = done.summary["wall_s"]
-    assert done.summary == {"outcome": "succeeded", "frames": 2, "faces": 8, "events": 4, "wall_s": wall_s}
+    assert done.summary == {
+        "outcome": "succeeded",
+        "frames": 2,
+        "faces": 8,
+        "events": 4,
+        "wall_s": wall_s,
+        "model_version": model_version(s),  # what was stored, whatever the analysis's figures say
+    }
     assert 0 <= wall_s < 60
     assert lines(caplog) == [
         ("videos_guard", "video 42: videos-table guard off: no table videos (set VIDEOS_TABLE to require one)"),
@@ -324,7 +331,7 @@ def test_the_analysis_figures_join_the_summary(video: Path) -> None:
     def timed(path: Path, s: Settings, control: Control) -> AnalysisResult:
         assert s is given
         result = stepped_analysis(path, s, control)
-        result.stats.update(wall_s=12.5, realtime_factor=4.0)
+        result.stats.update(wall_s=12.5, realtime_factor=4.0, model_version="the models alone")
         return result
 
     done = job(MemoryDatabase(), given, analyze=timed)
@@ -336,6 +343,7 @@ def test_the_analysis_figures_join_the_summary(video: Path) -> None:
         "events": 4,
         "wall_s": 12.5,
         "realtime_factor": 4.0,
+        "model_version": model_version(given),  # the stored version, not the analysis's models alone
     }
 
 
