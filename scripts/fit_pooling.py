@@ -60,12 +60,8 @@ def joined(chips: dict[str, dict[str, np.ndarray]], half: bool | None) -> dict[s
 
 
 def label_years(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) label years: the exact age where known, else the bin's first and last year."""
-    ranges = np.array([evalset.bin_range(b) for b in arrays["bin"]], dtype=np.float64)
-    exact = np.isfinite(arrays["age"])
-    low = np.where(exact, arrays["age"], ranges[:, 0])
-    high = np.where(exact, arrays["age"], ranges[:, 1])
-    return low, high
+    """(low, high) label years of scripts/chip_features.py's arrays (``evalset.label_years``)."""
+    return evalset.label_years(arrays["age"], arrays["bin"])
 
 
 def face_report(arrays: dict[str, np.ndarray], pooling: Pooling, temperature: float) -> dict[str, Any]:
@@ -77,7 +73,7 @@ def face_report(arrays: dict[str, np.ndarray], pooling: Pooling, temperature: fl
     age, low, high = pooling.age.estimate(arrays["age_probs"], CLASSES)
     predicted_bin = np.array([evalset.fairface_bin(a) for a in age])
     label_low, label_high = label_years(arrays)
-    truth = label_low[:, None] + (label_high - label_low + 1.0)[:, None] * (np.arange(5) + 0.5)[None, :] / 5
+    truth = cal.imputed_ages(label_low, label_high)
     inside = ((truth >= low[:, None]) & (truth < high[:, None] + 1)).mean(axis=1)
     exact = np.isfinite(arrays["age"])
     by_bin = {}

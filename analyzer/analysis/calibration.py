@@ -45,6 +45,10 @@ __all__ = [
     "coverage_curve",
     "choose_min_score",
     "age_moments",
+    "effective_faces",
+    "imputed_ages",
+    "pooled_log_odds",
+    "soften",
     "fit_age_interval",
 ]
 
@@ -80,10 +84,7 @@ class AgeCalibration:
 
     def soften(self, probs: np.ndarray) -> np.ndarray:
         """(n, C) distributions raised to 1 / temperature and renormalised."""
-        probs = np.asarray(probs, dtype=np.float64)
-        if self.temperature != 1.0:
-            probs = np.power(probs, 1.0 / self.temperature)
-        return probs / probs.sum(axis=-1, keepdims=True)
+        return soften(probs, self.temperature)
 
     def bounds(self, mean: np.ndarray | float, std: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Whole-year (low, high) arrays: floor(mean - half), ceil(mean + half), low >= 0."""
@@ -123,11 +124,22 @@ class AgeCorrection:
 
     def estimate(self, probs: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(age, low, high) whole-year arrays of (n, C) distributions over ages ``classes``."""
-        softened = AgeCalibration(self.temperature, 0.0, 0.0).soften(probs)
-        age = self.corrected(softened @ np.asarray(classes, dtype=np.float64))
-        low = np.maximum(np.floor(age - np.interp(age, self.range_knots, self.below)), 0.0)
-        high = np.ceil(age + np.interp(age, self.range_knots, self.above))
+        age = self.corrected(soften(probs, self.temperature) @ np.asarray(classes, dtype=np.float64))
+        low, high = self.bounds(age)
         return np.floor(age + 0.5).astype(np.int64), low.astype(np.int64), high.astype(np.int64)
+
+    def bounds(self, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-year (low, high) float arrays of the range around corrected ages, low >= 0."""
+        low = np.maximum(np.floor(age - np.interp(age, self.range_knots, self.below)), 0.0)
+        return low, np.ceil(age + np.interp(age, self.range_knots, self.above))
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """(n, C) age distributions raised to ``1 / temperature`` and renormalised."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if temperature != 1.0:
+        probs = np.power(probs, 1.0 / temperature)
+    return probs / probs.sum(axis=-1, keepdims=True)
 
 
 def _scale(mean: np.ndarray, std: np.ndarray, offset: float) -> np.ndarray:
@@ -338,7 +350,7 @@ def fit_age_interval(
         coverage: wanted share of ages inside.
     """
     ages = np.asarray(ages, dtype=np.float64)
-    mean, std = age_moments(AgeCalibration(temperature, 0.0, 0.0).soften(probs), classes)
+    mean, std = age_moments(soften(probs, temperature), classes)
     wanted = min(1.0, coverage * (len(ages) + 1) / len(ages))
     best: tuple[float, AgeCalibration] | None = None
     for offset in OFFSET_GRID:
@@ -433,6 +445,12 @@ def effective_faces(weights: np.ndarray, rho: float) -> float:
     return n / (1.0 + (n - 1.0) * rho)
 
 
+def pooled_log_odds(z: np.ndarray, weights: np.ndarray, rho: float) -> float:
+    """An appearance's log-odds: its faces' log-odds ``z`` (after their quality), weighted mean,
+    times ``effective_faces(weights, rho)``."""
+    return float(np.sum(weights * z) / np.sum(weights)) * effective_faces(weights, rho)
+
+
 def fit_rho(appearances: list[tuple[np.ndarray, np.ndarray]], is_male: np.ndarray) -> float:
     """The correlation ``rho`` in RHO_GRID of least negative log-likelihood of appearances pooled
     as ``mean_w(z) * n / (1 + (n - 1) * rho)`` (n: Kish count of w).
@@ -472,7 +490,7 @@ def _correction(
     return (0.0, knee, top), (0.0, knee, round(knee + slope * (top - knee), 2))
 
 
-def _imputed(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def imputed_ages(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(n, IMPUTED_AGES) ages spread evenly over each label's interval [low, high + 1)."""
     steps = (np.arange(IMPUTED_AGES) + 0.5) / IMPUTED_AGES
     return low[:, None] + (high - low + 1.0)[:, None] * steps[None, :]
@@ -490,8 +508,7 @@ def _local_quantile(centre: np.ndarray, values: np.ndarray, knot: float, share: 
 
 
 def _bin_coverage(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> dict:
-    low = np.maximum(np.floor(age - np.interp(age, correction.range_knots, correction.below)), 0.0)
-    high = np.ceil(age + np.interp(age, correction.range_knots, correction.above))
+    low, high = correction.bounds(age)
     inside = (truth >= low[:, None]) & (truth < high[:, None] + 1.0)
     return {g: float(inside[groups == g].mean()) for g in np.unique(groups)}
 
@@ -499,8 +516,7 @@ def _bin_coverage(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray,
 def _widen(correction: AgeCorrection, age: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> AgeCorrection:
     """One RANGE_STEP more on the side and at the knot where most of ``rows``' ages outside their
     range lie (the knot nearest the median corrected age of those faces), at most MAX_HALF_WIDTH."""
-    low = np.floor(age - np.interp(age, correction.range_knots, correction.below))
-    high = np.ceil(age + np.interp(age, correction.range_knots, correction.above))
+    low, high = correction.bounds(age)
     above = rows[:, None] & (truth > high[:, None])
     below = rows[:, None] & (truth < low[:, None])
     older = above.sum() >= below.sum()
@@ -529,19 +545,17 @@ def fit_age_correction(
     """
     low = np.asarray(low, dtype=np.float64)
     high = np.asarray(high, dtype=np.float64)
-    best: tuple[float, float, tuple[float, ...], tuple[float, ...]] | None = None
+    best: tuple[float, float, tuple[float, ...], tuple[float, ...], np.ndarray] | None = None
     for temperature in CORRECTION_TEMPERATURES:
-        softened = AgeCalibration(temperature, 0.0, 0.0).soften(probs)
-        expectation = softened @ np.asarray(classes, dtype=np.float64)
+        expectation = soften(probs, temperature) @ np.asarray(classes, dtype=np.float64)
         knots, ages = _correction(expectation, low, high)
         error = float(np.mean(_interval_distance(np.interp(expectation, knots, ages), low, high)))
         if best is None or error < best[0]:
-            best = (error, temperature, knots, ages)
+            best = (error, temperature, knots, ages, expectation)
     assert best is not None
-    _, temperature, knots, ages = best
-    expectation = AgeCalibration(temperature, 0.0, 0.0).soften(probs) @ np.asarray(classes, dtype=np.float64)
+    _, temperature, knots, ages, expectation = best
     age = np.interp(expectation, knots, ages)
-    truth = _imputed(low, high)
+    truth = imputed_ages(low, high)
     residual = truth - age[:, None]
     tail = (1.0 - coverage) / 2.0
     below = [max(0.0, -_local_quantile(age, residual, k, tail)) for k in RANGE_KNOTS]

@@ -42,6 +42,7 @@ from analyzer.analysis.calibration import (
     AgeCalibration,
     AgeCorrection,
     effective_faces,
+    pooled_log_odds,
     quality_halvings,
     sigmoid,
 )
@@ -105,8 +106,7 @@ class Pooling:
 
     def log_odds(self, logits: np.ndarray, face_px: np.ndarray, sharpness: np.ndarray, weights: np.ndarray) -> float:
         """The appearance's log-odds of male from its judgeable faces' arrays (k,), k >= 1."""
-        z = self.face_log_odds(logits, face_px, sharpness)
-        return float(np.sum(weights * z) / np.sum(weights)) * self.effective_faces(weights)
+        return pooled_log_odds(self.face_log_odds(logits, face_px, sharpness), weights, self.rho)
 
 
 # Fitted with scripts/fit_pooling.py (docs/quality.md): the quality slopes and the age correction and

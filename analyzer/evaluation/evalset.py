@@ -19,7 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-__all__ = ["EvalFace", "AGE_BINS", "FAIRFACE_BINS", "age_bin", "bin_range", "fairface_bin", "halves", "load", "split"]
+import numpy as np
+
+__all__ = [
+    "EvalFace",
+    "AGE_BINS",
+    "FAIRFACE_BINS",
+    "age_bin",
+    "bin_range",
+    "fairface_bin",
+    "halves",
+    "label_years",
+    "load",
+    "split",
+]
 
 # Lower edges of the age bins the UTKFace set is balanced on: 0-9, 10-19, ..., 60-69, 70+
 AGE_BINS = (0, 10, 20, 30, 40, 50, 60, 70)
@@ -76,6 +89,15 @@ def bin_range(label: str) -> tuple[int, int]:
         return int(label[:-1]), OLDEST_AGE
     low, high = label.split("-")
     return int(low), int(high)
+
+
+def label_years(ages: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) whole years of each label: its age where known (not NaN), else the first and
+    last year of its FairFace bin."""
+    ages = np.asarray(ages, dtype=np.float64)
+    ranges = np.array([bin_range(b) for b in bins], dtype=np.float64).reshape(-1, 2)
+    exact = np.isfinite(ages)
+    return np.where(exact, ages, ranges[:, 0]), np.where(exact, ages, ranges[:, 1])
 
 
 def load(folder: str | Path) -> list[EvalFace]:

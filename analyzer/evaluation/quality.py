@@ -206,9 +206,9 @@ def _subset(outputs: ChipOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _label_years(faces: list[evalset.EvalFace]) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) whole years of each face's label: its age, or its bin's first and last year."""
-    ranges = [(f.age, f.age) if f.age is not None else evalset.bin_range(f.bin) for f in faces]
-    return np.array([r[0] for r in ranges], np.float64), np.array([r[1] for r in ranges], np.float64)
+    """(low, high) whole years of each face's label (``evalset.label_years``)."""
+    ages = np.array([np.nan if f.age is None else f.age for f in faces], np.float64)
+    return evalset.label_years(ages, np.array([f.bin for f in faces]))
 
 
 def fit(outputs: ChipOutputs, rho: float = 1.0) -> Calibration:
@@ -260,10 +260,8 @@ def report(outputs: ChipOutputs, constants: Calibration) -> dict[str, Any]:
         probs.reshape(len(probs), len(AGE_CLASSES)), np.asarray(AGE_CLASSES)
     )
     label_low, label_high = _label_years(kept)
-    # a bin label holds many ages: the share of them (five spread over the bin) inside the range
-    spread = (np.arange(5) + 0.5) / 5
-    truth = label_low[:, None] + (label_high - label_low + 1.0)[:, None] * spread[None, :]
-    truth = np.where(exact[:, None], label_low[:, None], truth)
+    # a bin label holds many ages: the share of them (spread over the bin) inside the range
+    truth = np.where(exact[:, None], label_low[:, None], calibration.imputed_ages(label_low, label_high))
     inside = ((truth >= low[:, None]) & (truth <= high[:, None])).mean(axis=1)
     right_bin = np.array([evalset.fairface_bin(a) for a in age]) == np.array([f.bin for f in kept])
     coverage, accuracy = calibration.coverage_curve(confidence, right)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.analysis.calibration import effective_faces, reliability_bins, sigmoid
+from analyzer.analysis.calibration import imputed_ages, pooled_log_odds, reliability_bins, sigmoid
 from analyzer.analysis.pooling import MAX_GENDER_SCORE, AppearanceFaces, Pooling
 from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range, fairface_bin
 from analyzer.events import AnalysisResult, Event
@@ -261,8 +261,7 @@ def pooled_scores(rows: list[Judged], rho: float) -> tuple[np.ndarray, np.ndarra
     for row in rows:
         if row.z is None or row.w is None:
             continue
-        logit = float(np.sum(row.w * row.z) / np.sum(row.w)) * effective_faces(row.w, rho)
-        p = float(sigmoid(logit))
+        p = float(sigmoid(pooled_log_odds(row.z, row.w, rho)))
         scores.append(min(100.0 * max(p, 1.0 - p), MAX_GENDER_SCORE))
         right.append((p > 0.5) == row.label.is_male)
     return np.array(scores), np.array(right, dtype=bool)
@@ -295,8 +294,8 @@ def report(rows: list[Judged], rho: float, min_score: float, age: Any = None) ->
             mixture = (row.w[:, None] * row.age_probs).sum(axis=0) / row.w.sum()  # type: ignore[index]
             years, low, high = age.estimate(mixture[None], np.asarray(AGE_CLASSES))
             hits.append(fairface_bin(float(years[0])) == row.label.age_bin)
-            first, last = bin_range(row.label.age_bin)
-            spread = first + (last - first + 1) * (np.arange(5) + 0.5) / 5
+            first, last = np.array([bin_range(row.label.age_bin)], np.float64).T
+            spread = imputed_ages(first, last)[0]
             holds.setdefault(row.label.age_bin, []).append(float(np.mean((spread >= low[0]) & (spread <= high[0]))))
         figures["age_bin_accuracy"] = round(float(np.mean(hits)), 3) if hits else None
         figures["age_range_holds_by_bin"] = {b: round(float(np.mean(v)), 2) for b, v in sorted(holds.items())}
