@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from models.errors import DownloadError, WeightsError
-from models.files import publish, sha256_of
+from models.files import extract_tar_member, publish, sha256_of
 
 if TYPE_CHECKING:
     import torch
@@ -473,17 +473,7 @@ def _extract_member(archive: Path, config: ModelConfig, work: Path) -> Path:
     what = f"{config.url}:{config.member}"
     try:
         if _archive_name(config).endswith(".tar.gz"):
-            # Streamed: the members are read in order and the search stops at ours
-            with tarfile.open(archive, "r|gz") as tar:
-                for info in tar:
-                    if info.name == config.member and info.isfile():
-                        source = tar.extractfile(info)
-                        assert source is not None
-                        with source, open(member, "wb") as dst:
-                            shutil.copyfileobj(source, dst)
-                        break
-                else:
-                    raise KeyError(config.member)
+            extract_tar_member(archive, config.member, member)
         else:
             with zipfile.ZipFile(archive) as zipped, zipped.open(config.member) as src, open(member, "wb") as dst:
                 shutil.copyfileobj(src, dst)

