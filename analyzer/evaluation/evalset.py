@@ -17,9 +17,10 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "EvalFace",
@@ -94,6 +95,8 @@ def bin_range(label: str) -> tuple[int, int]:
 def label_years(ages: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) whole years of each label: its age where known (not NaN), else the first and
     last year of its FairFace bin."""
+    import numpy as np  # here: the CLI imports this module on every run, before any stop signal is handled
+
     ages = np.asarray(ages, dtype=np.float64)
     ranges = np.array([bin_range(b) for b in bins], dtype=np.float64).reshape(-1, 2)
     exact = np.isfinite(ages)
