@@ -210,8 +210,10 @@ class FaceEmbedder:
         ``device`` (default "cpu"); ``half`` runs the net in float16 (default False)."""
         from models.weights import load_weights
 
-        net = DlibResNet()
-        net.load_state_dict(folded_state(load_weights(path, MODELS["dlib_face_recognition"].sha256)))
+        state = folded_state(load_weights(path, MODELS["dlib_face_recognition"].sha256))
+        with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+            net = DlibResNet()
+        net.load_state_dict(state, assign=True)
         return cls(net.to(device, torch.float16 if half else torch.float32))
 
     @torch.inference_mode()

@@ -77,25 +77,46 @@ def pair_counts(video: Video, keys: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def curve(videos: list[Video]) -> list[dict[str, Any]]:
-    rows = []
-    for threshold in THRESHOLDS:
-        total = {"same": 0, "same_linked": 0, "different": 0, "different_linked": 0}
-        for video in videos:
-            keys = dict(zip([e.event_key for e in video.events], people_of(video.events, video.appearances, threshold)))
-            for name, value in pair_counts(video, keys).items():
-                total[name] += value
-        rows.append(
-            {
-                "threshold": threshold,
-                **total,
-                "same_linked_share": round(total["same_linked"] / max(total["same"], 1), 3),
-                "different_apart_share": round(1 - total["different_linked"] / max(total["different"], 1), 4),
-                "sample_ok": sample_check(videos, threshold)["same_key"]
-                and sample_check(videos, threshold)["others"] == 0,
-            }
-        )
-    return rows
+def totals(videos: list[Video], threshold: float) -> dict[str, Any]:
+    """The videos' pair counts at ``threshold`` and the two shares."""
+    total = {"same": 0, "same_linked": 0, "different": 0, "different_linked": 0}
+    for video in videos:
+        keys = dict(zip([e.event_key for e in video.events], people_of(video.events, video.appearances, threshold)))
+        for name, value in pair_counts(video, keys).items():
+            total[name] += value
+    return with_shares(total)
+
+
+def with_shares(total: dict[str, int]) -> dict[str, Any]:
+    """Pair counts with the share of same-person pairs linked and of different-person pairs apart."""
+    return {
+        **total,
+        "same_linked_share": round(total["same_linked"] / max(total["same"], 1), 3),
+        "different_apart_share": round(1 - total["different_linked"] / max(total["different"], 1), 4),
+    }
+
+
+def curve(videos: list[Video], with_sample: bool = True) -> list[dict[str, Any]]:
+    return [
+        {"threshold": threshold, **totals(videos, threshold)}
+        | ({"sample_ok": _sample_ok(videos, threshold)} if with_sample else {})
+        for threshold in THRESHOLDS
+    ]
+
+
+def chosen_threshold(videos: list[Video]) -> float:
+    """The rule LINK_THRESHOLD follows: the highest threshold of the grid that keeps at least 99 %
+    of the different-person pairs of ``videos`` apart."""
+    keeps = [row["threshold"] for row in curve(videos, with_sample=False) if row["different_apart_share"] >= 0.99]
+    return max(keeps, default=THRESHOLDS[0])
+
+
+def held_out(videos: list[Video]) -> dict[str, Any]:
+    """Leave one video out: each video's pairs counted at the threshold the rule picks on the others."""
+    thresholds = {v.name: chosen_threshold([o for o in videos if o is not v]) for v in videos}
+    counts = [totals([v], thresholds[v.name]) for v in videos]
+    total = {name: sum(c[name] for c in counts) for name in ("same", "same_linked", "different", "different_linked")}
+    return {"thresholds": thresholds, **with_shares(total)}
 
 
 def sample_check(videos: list[Video], threshold: float) -> dict[str, Any]:
@@ -107,6 +128,11 @@ def sample_check(videos: list[Video], threshold: float) -> dict[str, Any]:
     mine = {keys[k] for k in (by_label[first], by_label[second]) if k is not None}
     sharing = sorted(k for k, key in keys.items() if key in mine)
     return {"keys": sorted(mine), "events": sharing, "same_key": len(mine) == 1, "others": len(sharing) - 2}
+
+
+def _sample_ok(videos: list[Video], threshold: float) -> bool:
+    check = sample_check(videos, threshold)
+    return bool(check["same_key"] and check["others"] == 0)
 
 
 def coverage(videos: list[Video], threshold: float, min_score: float) -> dict[str, dict[str, float]]:
@@ -151,6 +177,7 @@ def main() -> None:
         "threshold": args.threshold,
         "curve": curve(videos),
         "sample": sample_check(videos, args.threshold),
+        "held_out": held_out(videos),
         "coverage": coverage(videos, args.threshold, DEFAULT_MIN_GENDER_SCORE),
         "min_gender_score": DEFAULT_MIN_GENDER_SCORE,
     }
