@@ -107,40 +107,50 @@ def face_report(arrays: dict[str, np.ndarray], pooling: Pooling, temperature: fl
     }
 
 
-def fit_appearances(rows: list[videoset.Judged]) -> tuple[float, float]:
-    """(rho, least gender score) fitted on the appearances that have faces."""
+def fit_appearances(rows: list[videoset.Judged], written: list[videoset.Judged]) -> tuple[float, float]:
+    """(rho, least gender score): rho fitted on the appearances that have faces (``rows``: each
+    judged from its own faces), the score on ``written``'s (the same labels judged as the worker
+    writes them, from all faces of each one's person), pooled with that rho."""
     with_faces = [r for r in rows if r.z is not None]
     rho = cal.fit_rho([(r.z, r.w) for r in with_faces], np.array([r.label.is_male for r in with_faces]))
-    scores, right = videoset.pooled_scores(with_faces, rho)
+    scores, right = videoset.pooled_scores([r for r in written if r.z is not None], rho)
     return rho, cal.choose_min_score(scores, right, TARGET, z=0.0, least=LEAST_ANSWERED)
 
 
-def leave_one_video_out(rows: list[videoset.Judged], extra: list[videoset.Judged], age: Any) -> dict[str, Any]:
-    """Each real video scored with rho and threshold fitted on the other real videos plus ``extra``."""
+def leave_one_video_out(
+    rows: list[videoset.Judged],
+    written: list[videoset.Judged],
+    extra: tuple[list[videoset.Judged], list[videoset.Judged]],
+    age: Any,
+) -> dict[str, Any]:
+    """Each real video scored with rho and threshold fitted on the other real videos plus ``extra``
+    (appearance rows, written rows; ``fit_appearances``), per appearance (``rows``) and as written
+    (``written``)."""
     per_video: dict[str, Any] = {}
-    scores: list[float] = []
-    right: list[bool] = []
-    said: list[bool] = []
-    answered = 0
+    pooled: dict[str, dict[str, list]] = {"appearance": {}, "written": {}}
     for name in sorted({r.video for r in rows}):
-        rho, min_score = fit_appearances([r for r in rows if r.video != name] + extra)
-        figures = videoset.report([r for r in rows if r.video == name], rho, min_score, age)
-        per_video[name] = {k: v for k, v in figures.items() if k not in ("reliability", "scores", "right")}
-        per_video[name] |= {"rho": rho, "min_score": min_score}
-        scores += figures["scores"]
-        right += figures["right"]
-        said += [s >= min_score for s in figures["scores"]]
-        answered += figures["answered"]
-    right_a, said_a = np.array(right, bool), np.array(said, bool)
-    return {
-        "appearances": len(rows),
-        "answered_share": round(answered / max(len(rows), 1), 3),
-        "right_of_answered": round(float(right_a[said_a].mean()), 3) if said_a.any() else None,
-        "reliability": cal.reliability_bins(np.array(scores) / 100.0, right_a),
-        "scores": scores,
-        "right": right,
-        "per_video": per_video,
-    }
+        rho, min_score = fit_appearances(
+            [r for r in rows if r.video != name] + extra[0], [r for r in written if r.video != name] + extra[1]
+        )
+        for kind, mine in (("appearance", rows), ("written", written)):
+            figures = videoset.report([r for r in mine if r.video == name], rho, min_score, age)
+            for key in ("scores", "right"):
+                pooled[kind].setdefault(key, []).extend(figures[key])
+            pooled[kind].setdefault("said", []).extend(s >= min_score for s in figures["scores"])
+            shown = {k: v for k, v in figures.items() if k not in ("reliability", "scores", "right")}
+            per_video.setdefault(name, {"rho": rho, "min_score": min_score})[kind] = shown
+    result: dict[str, Any] = {"appearances": len(rows), "per_video": per_video}
+    for kind, lists in pooled.items():
+        right_a, said_a = np.array(lists.get("right", []), bool), np.array(lists.get("said", []), bool)
+        figures = {
+            "answered_share": round(int(said_a.sum()) / max(len(rows), 1), 3),
+            "right_of_answered": round(float(right_a[said_a].mean()), 3) if said_a.any() else None,
+            "reliability": cal.reliability_bins(np.array(lists.get("scores", [])) / 100.0, right_a),
+            "scores": lists.get("scores", []),
+            "right": lists.get("right", []),
+        }
+        result |= figures if kind == "appearance" else {"as_written": figures}
+    return result
 
 
 def write_charts(report: dict[str, Any], folder: Path) -> None:
@@ -245,14 +255,19 @@ def main() -> None:
         videos = [video for labels in args.labels for video in videoset.load(labels)]
         records = videoset.load_records(args.videos, videos)
         rows = videoset.judged(records, temperature, pooling)
+        written = videoset.judged(records, temperature, pooling, per_person=True)
         synthetic_fit = [r for r in rows if r.kind == "synthetic" and r.half == "fit"]
-        synthetic_held = [r for r in rows if r.kind == "synthetic" and r.half == "held_out"]
+        synthetic_held = [r for r in written if r.kind == "synthetic" and r.half == "held_out"]
         real = [r for r in rows if r.kind == "real"]
-        rho, min_score = fit_appearances(synthetic_fit + real)
+        real_written = [r for r in written if r.kind == "real"]
+        written_fit = [r for r in written if r.kind == "synthetic" and r.half == "fit"]
+        rho, min_score = fit_appearances(synthetic_fit + real, written_fit + real_written)
         print(f"rho={rho} min_gender_score={min_score} (synthetic fit half + all real clips)")
         report["constants"] |= {"rho": rho, "min_gender_score": min_score}
         if real:
-            report["real videos, leave-one-video-out"] = leave_one_video_out(real, synthetic_fit, age)
+            report["real videos, leave-one-video-out"] = leave_one_video_out(
+                real, real_written, (synthetic_fit, written_fit), age
+            )
         if synthetic_held:
             report["synthetic held-out tracks"] = videoset.report(synthetic_held, rho, min_score, age)
         before = Pooling(0.0, 0.0, 1.0, cal.AGE_CALIBRATIONS["cydral"], "before")
@@ -268,8 +283,13 @@ def main() -> None:
             "synthetic held-out tracks, before",
         ):
             if name in report:
-                shown = {k: v for k, v in report[name].items() if k not in ("reliability", "scores", "right")}
-                print(name, json.dumps(shown))
+                hidden = ("reliability", "scores", "right", "as_written", "per_video")
+                print(name, json.dumps({k: v for k, v in report[name].items() if k not in hidden}))
+                if "as_written" in report[name]:
+                    figures = report[name]["as_written"]
+                    print(
+                        "   as written (per person):", {k: figures[k] for k in ("answered_share", "right_of_answered")}
+                    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")

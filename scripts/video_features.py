@@ -3,8 +3,9 @@
     .venv/bin/python scripts/video_features.py tests/data/video_set/labels.json out/video_features
 
 Writes ``<out>/<video name>.json``: the classifier temperature the faces' log-odds were divided
-by, the video's kind and half, and every appearance's faces (analyzer.evaluation.videoset; the
-labels are matched to them when read), the input of ``scripts/fit_pooling.py``. A video whose file
+by, the video's kind and half, every appearance's faces (analyzer.evaluation.videoset; the
+labels are matched to them when read) and its person key as the worker linked them (no
+descriptors), the input of ``scripts/fit_pooling.py``. A video whose file
 exists already is skipped (delete it to redo).
 """
 
@@ -35,7 +36,8 @@ def main() -> None:
         if target.exists() or (args.half and video.half and video.half != args.half):
             continue
         started = time.monotonic()
-        appearances = videoset.analyse(video, default_model_dir()).appearances
+        result = videoset.analyse(video, default_model_dir())
+        appearances = result.appearances
         record = {
             "name": video.name,
             "kind": video.kind,
@@ -43,6 +45,7 @@ def main() -> None:
             "temperature": CLASSIFIERS["cydral"].gender_temperature,
             "seconds": round(time.monotonic() - started, 1),
             "appearances": videoset.faces_to_json(appearances),
+            "people": {event.event_key: event.person_key for event in result.events},
         }
         target.write_text(json.dumps(record) + "\n")
         matches = videoset.match(video, appearances)

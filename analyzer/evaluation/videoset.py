@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from analyzer.analysis.calibration import imputed_ages, pooled_log_odds, reliability_bins, sigmoid
-from analyzer.analysis.pooling import MAX_GENDER_SCORE, AppearanceFaces, Pooling
+from analyzer.analysis.pooling import MAX_GENDER_SCORE, AppearanceFaces, Pooling, concat_faces
 from analyzer.evaluation.evalset import FAIRFACE_BINS, bin_range, fairface_bin
 from analyzer.events import AnalysisResult, Event
 
@@ -222,35 +222,45 @@ class Judged:
 
 
 def load_records(paths: list[str | Path], videos: list[LabelledVideo]) -> list[dict[str, Any]]:
-    """scripts/video_features.py's records (name, kind, half, temperature, appearances), each
-    with ``matches``: the labels of its video in ``videos`` matched to its appearances."""
+    """scripts/video_features.py's records (name, kind, half, temperature, appearances, people),
+    each with ``faces`` (its appearances, event_key -> AppearanceFaces) and ``matches``: the labels
+    of its video in ``videos`` matched to them."""
     by_name = {video.name: video for video in videos}
     records = []
     for path in paths:
         record = json.loads(Path(path).read_text())
         if record["name"] not in by_name:
             continue
-        record["matches"] = match(by_name[record["name"]], faces_from_json(record["appearances"]))
+        record["faces"] = faces_from_json(record["appearances"])
+        record["matches"] = match(by_name[record["name"]], record["faces"])
         records.append(record)
     return records
 
 
-def judged(records: list[dict[str, Any]], temperature: float, pooling: Pooling) -> list[Judged]:
+def judged(
+    records: list[dict[str, Any]], temperature: float, pooling: Pooling, per_person: bool = False
+) -> list[Judged]:
     """The labelled appearances with a judgeable face, their faces' evidence under ``temperature``
     (the classifier's) and ``pooling``'s quality temperature; each record's faces were divided by
-    the temperature it names, which is undone first."""
+    the temperature it names, which is undone first. ``per_person``: each appearance's evidence is
+    all faces of its person (the record's ``people``, as the worker linked them), as it is written."""
     rows = []
     for record in records:
+        people: dict[str, str] = record.get("people", {}) if per_person else {}
         for m in record["matches"]:
             if not m.label.judgeable:
                 continue
             row = Judged(record["name"], record["kind"], record["half"], m.label, None, None, None)
-            if m.faces is not None and m.faces.judgeable.any():
-                j = m.faces.judgeable
-                logits = m.faces.gender_logit[j] * record["temperature"] / temperature
-                row.z = pooling.face_log_odds(logits, m.faces.face_px[j], m.faces.sharpness[j])
-                row.w = m.faces.weights[j]
-                row.age_probs = m.faces.age_probs[j]
+            faces = m.faces
+            if m.event_key in people:
+                mine = people[m.event_key]
+                faces = concat_faces([record["faces"][key] for key, person in people.items() if person == mine])
+            if faces is not None and faces.judgeable.any():
+                j = faces.judgeable
+                logits = faces.gender_logit[j] * record["temperature"] / temperature
+                row.z = pooling.face_log_odds(logits, faces.face_px[j], faces.sharpness[j])
+                row.w = faces.weights[j]
+                row.age_probs = faces.age_probs[j]
             rows.append(row)
     return rows
 

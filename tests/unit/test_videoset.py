@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyzer.analysis.pooling import AppearanceFaces
+from analyzer.analysis.pooling import POOLINGS, AppearanceFaces
 from analyzer.evaluation import videoset
 
 
@@ -119,3 +119,35 @@ def test_what_the_worker_writes_is_scored_at_the_threshold(tmp_path: Path) -> No
         "right_of_answered": 1.0,
     }
     assert videoset.events_report(pairs, 95.0)["answered"] == 0
+
+
+def test_judged_as_written_takes_every_face_of_the_persons_appearances(tmp_path: Path) -> None:
+    # Two appearances of one woman (linked by the worker, "p1"), a man apart ("p2"); the record is
+    # what scripts/video_features.py writes. Per appearance, the label sees its own 2 faces; as
+    # written, the 2 + 3 faces of its person; the man's stays his own.
+    labels = [LABEL, LABEL | {"id": "clip-02", "person": "clip-p2", "gender": "male", "t_s": 5.0}]
+    (video,) = videoset.load(labels_file(tmp_path, labels))
+    appearances = {
+        "hers": faces([0.8, 1.0], [100, 100, 150, 160]),
+        "hers-later": faces([3.0, 3.2, 3.4], [300, 100, 350, 160]),
+        "his": faces([5.0, 5.2], [100, 100, 150, 160]),
+    }
+    record = {
+        "name": "clip",
+        "kind": "real",
+        "half": "",
+        "temperature": 1.0,
+        "appearances": videoset.faces_to_json(appearances),
+        "people": {"hers": "p1", "hers-later": "p1", "his": "p2"},
+    }
+    (tmp_path / "clip.json").write_text(json.dumps(record))
+    records = videoset.load_records([tmp_path / "clip.json"], [video])
+    pooling = POOLINGS["cydral"]
+    alone = videoset.judged(records, 1.0, pooling)
+    written = videoset.judged(records, 1.0, pooling, per_person=True)
+    assert [len(r.z) for r in alone] == [2, 2]  # type: ignore[arg-type]
+    assert [len(r.z) for r in written] == [5, 2]  # type: ignore[arg-type]
+    del record["people"]  # a cache written before person keys: each appearance is its own person
+    (tmp_path / "clip.json").write_text(json.dumps(record))
+    old = videoset.judged(videoset.load_records([tmp_path / "clip.json"], [video]), 1.0, pooling, per_person=True)
+    assert [len(r.z) for r in old] == [2, 2]  # type: ignore[arg-type]
