@@ -1,15 +1,19 @@
-"""Person linking on the labelled real video set: the threshold's curve, the README sample's check,
-and gender coverage with and without pooling per person.
+"""Person linking on the labelled video set: the threshold's curve, the README sample's check,
+the threshold the rule picks (and picks leave-one-video-out), and gender coverage with and without
+pooling per person.
 
-    .venv/bin/python scripts/link_eval.py tests/data/video_set/labels.json [--out out/link_eval.json]
+    .venv/bin/python scripts/link_eval.py tests/data/video_set/labels.json out/synthetic/labels.json
+        [--out out/link_eval.json]
 
-Each real video goes through the worker's pipeline (descriptors stay in this process); each label
-is matched to an appearance (analyzer.evaluation.videoset.match). For every threshold of the grid
-the appearances are linked (analyzer.analysis.people.people_of) and pairs of matched labels are
-counted: same ``person`` -> linked or not; different people whose appearances do not overlap in
-time (those that do can never be linked) -> wrongly linked or not. Coverage: the share of labels
-judgeable by eye that get a gender at the default ANALYZER_MIN_GENDER_SCORE, and the share of
-those right, with each appearance judged alone and judged with its person's faces.
+(out/synthetic from scripts/make_synthetic_tracks.py --half all.) Each video goes through the
+worker's pipeline (descriptors stay in this process); each label is matched to an appearance
+(analyzer.evaluation.videoset.match). For every threshold of the grid the appearances are linked
+(analyzer.analysis.people.people_of) and pairs of matched labels are counted, real and synthetic
+videos apart: same ``person`` -> linked or not; different people whose appearances do not overlap
+in time (those that do can never be linked) -> wrongly linked or not. Every synthetic track is a
+person of its own. Coverage: the share of labels judgeable by eye that get a gender at the default
+ANALYZER_MIN_GENDER_SCORE, and the share of those right, with each appearance judged alone and
+judged with its person's faces.
 """
 
 from __future__ import annotations
@@ -39,20 +43,20 @@ SAMPLE = ("walking", "walking-06", "walking-07")  # the README sample's curly-ha
 @dataclass
 class Video:
     name: str
+    kind: str
     events: list[Event]
     appearances: dict[str, AppearanceFaces]
     matches: list[videoset.Match]
 
 
-def analyse(labels: str) -> list[Video]:
-    """Every real video of the labels through the pipeline, its labels matched."""
+def analyse(labels: list[str]) -> list[Video]:
+    """Every video of the labels files through the pipeline, its labels matched."""
     videos = []
-    for video in videoset.load(labels):
-        if video.kind != "real":
-            continue
+    for video in (video for path in labels for video in videoset.load(path)):
         settings = Settings(video_key=str(video.path), video_id=1, model_dir=default_model_dir(), device="cpu")
         result = analyze_video(video.path, settings)
-        videos.append(Video(video.name, result.events, result.appearances, videoset.match(video, result.appearances)))
+        matches = videoset.match(video, result.appearances)
+        videos.append(Video(video.name, video.kind, result.events, result.appearances, matches))
         print(f"{video.name}: {len(result.events)} appearances", flush=True)
     return videos
 
@@ -105,16 +109,25 @@ def curve(videos: list[Video], with_sample: bool = True) -> list[dict[str, Any]]
 
 
 def chosen_threshold(videos: list[Video]) -> float:
-    """The rule LINK_THRESHOLD follows: the highest threshold of the grid that keeps at least 99 %
-    of the different-person pairs of ``videos`` apart."""
-    keeps = [row["threshold"] for row in curve(videos, with_sample=False) if row["different_apart_share"] >= 0.99]
-    return max(keeps, default=THRESHOLDS[0])
+    """The rule LINK_THRESHOLD follows: among the thresholds of the grid that keep at least 99 % of
+    the different-person pairs of ``videos`` apart (of each kind, real and synthetic), the lowest
+    that links as many same-person pairs as any."""
+    rows = [totals([v for v in videos if v.kind == kind], t) for t in THRESHOLDS for kind in ("real", "synthetic")]
+    keeps = [
+        (t, real["same_linked"])
+        for t, real, synthetic in zip(THRESHOLDS, rows[0::2], rows[1::2])
+        if real["different_apart_share"] >= 0.99 and synthetic["different_apart_share"] >= 0.99
+    ]
+    most = max((linked for _, linked in keeps), default=0)
+    return min((t for t, linked in keeps if linked == most), default=THRESHOLDS[0])
 
 
 def held_out(videos: list[Video]) -> dict[str, Any]:
-    """Leave one video out: each video's pairs counted at the threshold the rule picks on the others."""
-    thresholds = {v.name: chosen_threshold([o for o in videos if o is not v]) for v in videos}
-    counts = [totals([v], thresholds[v.name]) for v in videos]
+    """Leave one real video out: its pairs counted at the threshold the rule picks on all the other
+    videos (real and synthetic)."""
+    real = [v for v in videos if v.kind == "real"]
+    thresholds = {v.name: chosen_threshold([o for o in videos if o is not v]) for v in real}
+    counts = [totals([v], thresholds[v.name]) for v in real]
     total = {name: sum(c[name] for c in counts) for name in ("same", "same_linked", "different", "different_linked")}
     return {"thresholds": thresholds, **with_shares(total)}
 
@@ -167,29 +180,36 @@ def coverage(videos: list[Video], threshold: float, min_score: float) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("labels")
+    parser.add_argument("labels", nargs="+", help="labels.json files; real and synthetic videos are reported apart")
     parser.add_argument("--out", type=Path, help="write the figures (no descriptors) as JSON here")
     parser.add_argument("--threshold", type=float, default=LINK_THRESHOLD)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    videos = analyse(args.labels)
-    figures = {
+    everything = analyse(args.labels)
+    figures: dict[str, Any] = {
         "threshold": args.threshold,
-        "curve": curve(videos),
-        "sample": sample_check(videos, args.threshold),
-        "held_out": held_out(videos),
-        "coverage": coverage(videos, args.threshold, DEFAULT_MIN_GENDER_SCORE),
         "min_gender_score": DEFAULT_MIN_GENDER_SCORE,
+        "chosen_by_the_rule": chosen_threshold(everything),
+        "held_out": held_out(everything),
     }
-    print("| threshold | same-person pairs linked | different-person pairs apart | README sample |")
-    print("|---|---|---|---|")
-    for row in figures["curve"]:
-        print(
-            f"| {row['threshold']:.2f} | {row['same_linked']}/{row['same']} ({row['same_linked_share']:.1%})"
-            f" | {row['different'] - row['different_linked']}/{row['different']} ({row['different_apart_share']:.2%})"
-            f" | {'one key, hers alone' if row['sample_ok'] else 'no'} |"
-        )
-    print(json.dumps({k: v for k, v in figures.items() if k != "curve"}, indent=2))
+    for kind in sorted({v.kind for v in everything}):
+        videos = [v for v in everything if v.kind == kind]
+        with_sample = any(v.name == SAMPLE[0] for v in videos)
+        figures[kind] = {
+            "curve": curve(videos, with_sample),
+            "coverage": coverage(videos, args.threshold, DEFAULT_MIN_GENDER_SCORE),
+        } | ({"sample": sample_check(videos, args.threshold)} if with_sample else {})
+        print(f"\n{kind} videos\n")
+        print("| threshold | same-person pairs linked | different-person pairs apart | README sample |")
+        print("|---|---|---|---|")
+        for row in figures[kind]["curve"]:
+            print(
+                f"| {row['threshold']:.2f} | {row['same_linked']}/{row['same']} ({row['same_linked_share']:.1%})"
+                f" | {row['different'] - row['different_linked']}/{row['different']}"
+                f" ({row['different_apart_share']:.2%}) | {'one key, hers alone' if row.get('sample_ok') else 'no'} |"
+            )
+        print(json.dumps({k: v for k, v in figures[kind].items() if k != "curve"}, indent=2))
+    print(json.dumps({k: figures[k] for k in ("chosen_by_the_rule", "held_out")}, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,30 +1,39 @@
-"""Which faces get a descriptor: each appearance's best face, embedded only where linking can use it.
+"""Which faces get a descriptor: each appearance's few best faces, embedded only where linking can use them.
 
 The descriptor net (dlib's face-recognition ResNet, a 150 px chip) costs far more per face than
 the gender and age nets: embedding every judgeable face raised the CPU time of a video by 60 to
 140 % (docs/person-keys.md), against a bound of 10 %. So:
 
-- While the video runs, each track keeps the 150 px chip of its best face so far (the face its
-  Event and thumbnail show: judgeable first, then the highest weight), cut on the device by
-  ``FaceAnalyzer.cut_chips`` from the batch's frames whenever the best face changes (a
-  ``grid_sample``, no network). A track with no judgeable face keeps none: a face too small or
-  blurred to judge says little about who it is.
+- While the video runs, each track keeps the 150 px chips of its ``CHIPS_PER_TRACK`` (3) best
+  judgeable faces so far (ranked as the face its Event and thumbnail show: the highest weight,
+  then the earliest), cut on the device by ``FaceAnalyzer.cut_chips`` from the batch's frames when
+  a face makes that cut (a ``grid_sample``, no network). A track with no judgeable face keeps
+  none: a face too small or blurred to judge says little about who it is.
 - After tracking, only the appearances that linking can use are embedded, in one forward pass:
   those with a chip and at least one other appearance with a chip that does not overlap it in
   time (appearances on screen together are never one person). A clip in which every pair of
   people is on screen together embeds nothing.
 
-Each embedded appearance has one descriptor, its best face's row of ``AppearanceFaces.embedding``
-(NaN rows elsewhere). Chips are held in host memory, 270 KB each (float32, one per track).
+Why three: linking compares the mean of an appearance's unit descriptors, and one face's
+descriptor carries that face's pose, blur and expression. On the labelled video set and the
+synthetic FairFace tracks (docs/person-keys.md) the mean of the 3 best kept the same-person links
+of the best face alone (15 of 16 real pairs) at a lower threshold, and the different people that
+the best face alone linked on the degraded synthetic tracks (23 of 724 pairs at its threshold)
+fell to none; 5 faces did no better than 3.
+
+Each embedded face's descriptor is its row of ``AppearanceFaces.embedding`` (NaN rows elsewhere).
+Chips are held in host memory, 270 KB each (float32, at most CHIPS_PER_TRACK per track).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import torch
 
+from analyzer.analysis.people import CHIPS_PER_TRACK
 from analyzer.analysis.pooling import AppearanceFaces
 from analyzer.analysis.tracking import Tracker, TrackerSettings, is_judgeable
 from analyzer.events import Event
@@ -44,11 +53,16 @@ def linkable(events: list[Event]) -> list[bool]:
 
 
 class BestChips:
-    """The chip of each track's best judgeable face, kept batch by batch; see the module docstring."""
+    """The chips of each track's ``per_track`` best judgeable faces, kept batch by batch; see the
+    module docstring."""
 
-    def __init__(self, settings: TrackerSettings) -> None:
+    def __init__(self, settings: TrackerSettings, per_track: int = CHIPS_PER_TRACK) -> None:
+        if per_track < 1:
+            raise ValueError(f"per_track must be at least 1, got {per_track}")
         self.settings = settings
-        self._chips: dict[int, tuple[int, torch.Tensor]] = {}  # track id -> (its face's ms, chip)
+        self.per_track = per_track
+        # track id -> its best faces so far, best first: (rank, the face's ms, chip)
+        self._chips: dict[int, list[tuple[tuple[bool, float, int], int, torch.Tensor | None]]] = {}
 
     def after_batch(
         self,
@@ -59,29 +73,34 @@ class BestChips:
         found: FaceBatch,
         track_ids: list[list[int]],
     ) -> None:
-        """Cut the chips of the tracks whose best face is now in this batch.
+        """Cut the chips of this batch's faces that are now among their track's best.
 
         pixels: the batch's frames on the device; found: its faces; track_ids: per frame, the
         track id of each of its faces (``Tracker.update``'s answers).
         """
-        row_of: dict[tuple[int, int], int] = {}  # (track id, ms) -> row of found
+        batch: dict[int, list[tuple[tuple[bool, float, int], int, torch.Tensor | None]]] = {}
+        rows: dict[tuple[int, int], int] = {}  # (track id, ms) -> row of found
         for i, ids in enumerate(track_ids):
             for row, track_id in zip(np.flatnonzero(found.frame_index == i), ids):
-                row_of[(track_id, int(timestamps_ms[i]))] = int(row)
-        wanted: list[tuple[int, int, int]] = []  # (track id, ms, row)
-        for track_id in sorted({track_id for track_id, _ in row_of}):
-            best_ms = tracker.best_face_ms(track_id)
-            row = row_of.get((track_id, best_ms))
-            if row is None:  # the best face is in an earlier batch: its chip is kept already
-                continue
-            if is_judgeable(found.face_px[row], found.sharpness[row], self.settings):
-                wanted.append((track_id, best_ms, row))
+                if not is_judgeable(found.face_px[row], found.sharpness[row], self.settings):
+                    continue
+                ms = int(timestamps_ms[i])
+                rows[(track_id, ms)] = int(row)
+                batch.setdefault(track_id, []).append((tracker.face_rank(track_id, ms), ms, None))
+        wanted: list[tuple[int, int]] = []  # (track id, ms) of the new faces that make the cut
+        for track_id, faces in batch.items():
+            best = sorted(self._chips.get(track_id, []) + faces, key=lambda face: face[0], reverse=True)
+            self._chips[track_id] = best[: self.per_track]
+            wanted += [(track_id, ms) for _, ms, chip in self._chips[track_id] if chip is None]
         if not wanted:
             return
-        rows = np.array([row for _, _, row in wanted])
-        chips = model.cut_chips(pixels, found.frame_index[rows], found.landmarks[rows]).cpu()
-        for (track_id, best_ms, _), chip in zip(wanted, chips):
-            self._chips[track_id] = (best_ms, chip)
+        chosen = np.array([rows[face] for face in wanted])
+        chips = model.cut_chips(pixels, found.frame_index[chosen], found.landmarks[chosen]).cpu()
+        cut = dict(zip(wanted, chips))
+        for track_id in {track_id for track_id, _ in wanted}:
+            self._chips[track_id] = [
+                (rank, ms, cut[(track_id, ms)] if chip is None else chip) for rank, ms, chip in self._chips[track_id]
+            ]
 
     def describe(
         self,
@@ -90,19 +109,22 @@ class BestChips:
         track_ids: dict[str, int],
         model: FaceAnalyzer,
     ) -> dict[str, AppearanceFaces]:
-        """The appearances, each with its ``embedding``: the descriptor of its best face where
-        linking can use it (see the module docstring), NaN rows elsewhere."""
-        held = [e for e in events if track_ids[e.event_key] in self._chips]
+        """The appearances, each with its ``embedding``: the descriptors of its best faces where
+        linking can use them (see the module docstring), NaN rows elsewhere."""
+        held = [e for e in events if self._chips.get(track_ids[e.event_key])]
         chosen = [e for e, can in zip(held, linkable(held)) if can]
+        faces = [(e.event_key, ms, chip) for e in chosen for _, ms, chip in self._chips[track_ids[e.event_key]]]
         vectors = np.zeros((0, EMBEDDING_SIZE), np.float32)
-        if chosen:
-            vectors = model.describe(torch.stack([self._chips[track_ids[e.event_key]][1] for e in chosen]))
-        described = {e.event_key: vector for e, vector in zip(chosen, vectors)}
+        if faces:
+            # after_batch cuts every kept face's chip before it returns
+            vectors = model.describe(torch.stack([cast(torch.Tensor, chip) for _, _, chip in faces]))
+        described: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for (key, ms, _), vector in zip(faces, vectors):
+            described.setdefault(key, []).append((ms, vector))
         result = {}
-        for key, faces in appearances.items():
-            rows = np.full((len(faces.times_ms), EMBEDDING_SIZE), np.nan, np.float32)
-            if key in described:
-                best_ms = self._chips[track_ids[key]][0]
-                rows[int(np.flatnonzero(faces.times_ms == best_ms)[0])] = described[key]
-            result[key] = replace(faces, embedding=rows)
+        for key, appearance in appearances.items():
+            rows = np.full((len(appearance.times_ms), EMBEDDING_SIZE), np.nan, np.float32)
+            for ms, vector in described.get(key, []):
+                rows[int(np.flatnonzero(appearance.times_ms == ms)[0])] = vector
+            result[key] = replace(appearance, embedding=rows)
         return result

@@ -61,6 +61,7 @@ should two appearances share one; the same input and settings give the same keys
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -305,6 +306,12 @@ class Tracker:
         thumbnail show)."""
         track = self._tracks[track_id]
         return track.times[track.best_index]
+
+    def face_rank(self, track_id: int, timestamp_ms: int) -> tuple[bool, float, int]:
+        """How good a face of track ``track_id`` (the one at ``timestamp_ms``) is as its best face:
+        a sort key, higher is better (judgeable, then weight, then earlier)."""
+        track = self._tracks[track_id]
+        return self._best_rank(track, bisect.bisect_left(track.times, timestamp_ms))
 
     def finish(self) -> list[Event]:
         """Close every track; one Event per appearance kept, sorted by start_ms then key."""

@@ -117,6 +117,56 @@ def test_chosen_faces_embedded_after_the_batch_get_the_batchs_descriptors(analyz
     assert analyzer.describe(analyzer.cut_chips(pixels, np.zeros(0), np.zeros((0, 5, 2)))).shape == (0, 128)
 
 
+def test_best_chips_keep_each_tracks_best_faces_and_describe_them(analyzer: FaceAnalyzer) -> None:
+    """The worker's path (analyzer.analysis.descriptors): while tracking, each track keeps the chips
+    of its CHIPS_PER_TRACK best judgeable faces (the tracker's own ranking); after it, appearances
+    that can be linked get those faces' descriptors (the ones analyze(embed=True) gives them), and
+    no other rows. Two shots of one photo, the first with its frames blurred by different amounts
+    (so the faces' weights differ), far enough apart in time to be other appearances."""
+    import cv2
+
+    from analyzer.analysis.descriptors import BestChips
+    from analyzer.analysis.people import CHIPS_PER_TRACK
+    from analyzer.analysis.pipeline import frame_faces
+    from analyzer.analysis.tracking import Tracker, TrackerSettings
+
+    photo = read_bgr(MEDIA_DIR / "facenet_pytorch_multiface.jpg")
+    shots = [[2.0, 0.0, 1.5, 0.8, 3.0], [0.0, 0.0]]  # Gaussian blur sigma of each frame
+    settings = TrackerSettings(scene_cut_correlation=0.0)
+    tracker = Tracker(settings, photo.shape[1], photo.shape[0])
+    chips = BestChips(settings)
+    temperature = analyzer.classifier_config.gender_temperature
+    every: dict[tuple[int, int], np.ndarray] = {}  # (track id, ms) -> analyze(embed=True)'s descriptor
+    for start_ms, sigmas in zip((0, 5000), shots):
+        frames = np.stack([cv2.GaussianBlur(photo, (0, 0), s) if s else photo for s in sigmas])
+        times = start_ms + 200 * np.arange(len(frames))
+        pixels = analyzer.upload(frames)
+        found = analyzer.analyze(pixels, embed=False)
+        embedded = analyzer.analyze(frames).embedding
+        ids = [tracker.update(int(t), frame_faces(found.for_frame(i), temperature)) for i, t in enumerate(times)]
+        for i, frame_ids in enumerate(ids):
+            for row, track_id in zip(np.flatnonzero(found.frame_index == i), frame_ids):
+                every[(track_id, int(times[i]))] = embedded[row]
+        chips.after_batch(tracker, analyzer, pixels, times, found, ids)
+    events = tracker.finish()
+    described = chips.describe(events, tracker.appearances, tracker.track_ids, analyzer)
+    first_shot = [e for e in events if e.start_ms == 0]
+    assert len(first_shot) >= 4 and len(events) == 2 * len(first_shot)
+    for event in events:
+        faces = described[event.event_key]
+        rank = sorted(
+            range(len(faces.times_ms)),
+            key=lambda i: (faces.judgeable[i], faces.weights[i], -faces.times_ms[i]),
+            reverse=True,
+        )
+        best = sorted(int(faces.times_ms[i]) for i in rank[:CHIPS_PER_TRACK] if faces.judgeable[i])
+        rows = np.isfinite(faces.embedding).all(axis=1)
+        assert sorted(faces.times_ms[rows].tolist()) == best
+        track_id = tracker.track_ids[event.event_key]
+        for ms, vector in zip(faces.times_ms[rows], faces.embedding[rows]):
+            np.testing.assert_allclose(vector, every[(track_id, int(ms))], atol=1e-5)
+
+
 def test_network_matches_dlib_on_its_own_chips(faces: list[dict], embedder: FaceEmbedder) -> None:
     chips = torch.from_numpy(np.stack([f["dlib_chip"] for f in faces])).permute(0, 3, 1, 2).float()
     ours = embedder.embed(chips).numpy()
