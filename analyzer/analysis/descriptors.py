@@ -4,7 +4,7 @@ The descriptor net (dlib's face-recognition ResNet, a 150 px chip) costs far mor
 the gender and age nets: embedding every judgeable face raised the CPU time of a video by 60 to
 140 % (docs/person-keys.md), against a bound of 10 %. So:
 
-- While the video runs, each track keeps the 150 px chips of its ``CHIPS_PER_TRACK`` (3) best
+- While the video runs, each track keeps the 150 px chips of its ``CHIPS_PER_TRACK`` (2) best
   judgeable faces so far (ranked as the face its Event and thumbnail show: the highest weight,
   then the earliest), cut on the device by ``FaceAnalyzer.cut_chips`` from the batch's frames when
   a face makes that cut (a ``grid_sample``, no network). A track with no judgeable face keeps
@@ -14,12 +14,13 @@ the gender and age nets: embedding every judgeable face raised the CPU time of a
   time (appearances on screen together are never one person). A clip in which every pair of
   people is on screen together embeds nothing.
 
-Why three: linking compares the mean of an appearance's unit descriptors, and one face's
-descriptor carries that face's pose, blur and expression. On the labelled video set and the
-synthetic FairFace tracks (docs/person-keys.md) the mean of the 3 best kept the same-person links
-of the best face alone (15 of 16 real pairs) at a lower threshold, and the different people that
-the best face alone linked on the degraded synthetic tracks (23 of 724 pairs at its threshold)
-fell to none; 5 faces did no better than 3.
+Why two: linking compares the mean of an appearance's unit descriptors, and one face's descriptor
+carries that face's pose, blur and expression. On the labelled video set and the synthetic
+FairFace tracks (docs/person-keys.md), with the best face alone the threshold that linked the
+README sample's woman also linked 23 of 724 pairs of different synthetic people; with the mean
+of the 2 best, a lower threshold kept the same real links (15 of 16 pairs) and linked 1 of the
+724. Three faces did as well (0 of 724, one more real pair of different people) for 1.5 times
+the cost; five no better.
 
 Each embedded face's descriptor is its row of ``AppearanceFaces.embedding`` (NaN rows elsewhere).
 Chips are held in host memory, 270 KB each (float32, at most CHIPS_PER_TRACK per track).

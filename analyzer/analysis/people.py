@@ -31,10 +31,10 @@ __all__ = ["CHIPS_PER_TRACK", "LINK_THRESHOLD", "assign_people", "descriptors", 
 
 # Chosen by scripts/link_eval.py on the labelled real video set and the synthetic FairFace tracks
 # (docs/person-keys.md): among the thresholds that keep at least 99 % of the different-person pairs
-# apart in both (112 of 113 real, 724 of 724 synthetic here), the lowest that links as many
+# apart in both (113 of 113 real, 723 of 724 synthetic here), the lowest that links as many
 # same-person pairs as any (15 of 16); it links the README sample's curly-haired woman, no one else
 LINK_THRESHOLD = 0.32
-CHIPS_PER_TRACK = 3  # best faces of each appearance embedded (analyzer.analysis.descriptors says why)
+CHIPS_PER_TRACK = 2  # best faces of each appearance embedded (analyzer.analysis.descriptors says why)
 
 
 def linking_digest(threshold: float = LINK_THRESHOLD, chips_per_track: int = CHIPS_PER_TRACK) -> str:
