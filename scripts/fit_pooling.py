@@ -127,30 +127,29 @@ def leave_one_video_out(
     (appearance rows, written rows; ``fit_appearances``), per appearance (``rows``) and as written
     (``written``)."""
     per_video: dict[str, Any] = {}
-    pooled: dict[str, dict[str, list]] = {"appearance": {}, "written": {}}
+    pooled: dict[str, dict[str, list]] = {k: {"scores": [], "right": [], "said": []} for k in ("appearance", "written")}
     for name in sorted({r.video for r in rows}):
         rho, min_score = fit_appearances(
             [r for r in rows if r.video != name] + extra[0], [r for r in written if r.video != name] + extra[1]
         )
+        per_video[name] = {"rho": rho, "min_score": min_score}
         for kind, mine in (("appearance", rows), ("written", written)):
             figures = videoset.report([r for r in mine if r.video == name], rho, min_score, age)
-            for key in ("scores", "right"):
-                pooled[kind].setdefault(key, []).extend(figures[key])
-            pooled[kind].setdefault("said", []).extend(s >= min_score for s in figures["scores"])
-            shown = {k: v for k, v in figures.items() if k not in ("reliability", "scores", "right")}
-            per_video.setdefault(name, {"rho": rho, "min_score": min_score})[kind] = shown
-    result: dict[str, Any] = {"appearances": len(rows), "per_video": per_video}
+            pooled[kind]["scores"] += figures["scores"]
+            pooled[kind]["right"] += figures["right"]
+            pooled[kind]["said"] += [s >= min_score for s in figures["scores"]]
+            per_video[name][kind] = {k: v for k, v in figures.items() if k not in ("reliability", "scores", "right")}
+    summary: dict[str, dict[str, Any]] = {}
     for kind, lists in pooled.items():
-        right_a, said_a = np.array(lists.get("right", []), bool), np.array(lists.get("said", []), bool)
-        figures = {
-            "answered_share": round(int(said_a.sum()) / max(len(rows), 1), 3),
-            "right_of_answered": round(float(right_a[said_a].mean()), 3) if said_a.any() else None,
-            "reliability": cal.reliability_bins(np.array(lists.get("scores", [])) / 100.0, right_a),
-            "scores": lists.get("scores", []),
-            "right": lists.get("right", []),
+        right, said = np.array(lists["right"], bool), np.array(lists["said"], bool)
+        summary[kind] = {
+            "answered_share": round(int(said.sum()) / max(len(rows), 1), 3),
+            "right_of_answered": round(float(right[said].mean()), 3) if said.any() else None,
+            "reliability": cal.reliability_bins(np.array(lists["scores"]) / 100.0, right),
+            "scores": lists["scores"],
+            "right": lists["right"],
         }
-        result |= figures if kind == "appearance" else {"as_written": figures}
-    return result
+    return {"appearances": len(rows), "per_video": per_video, **summary["appearance"], "as_written": summary["written"]}
 
 
 def write_charts(report: dict[str, Any], folder: Path) -> None:

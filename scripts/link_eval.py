@@ -22,7 +22,7 @@ import argparse
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,15 @@ class Video:
     events: list[Event]
     appearances: dict[str, AppearanceFaces]
     matches: list[videoset.Match]
+    _keys: dict[float, dict[str, str]] = field(default_factory=dict, repr=False)
+
+    def keys(self, threshold: float) -> dict[str, str]:
+        """event_key -> person key at ``threshold`` (linked once per threshold: the curve, the rule
+        and every leave-one-out fold ask again)."""
+        if threshold not in self._keys:
+            people = people_of(self.events, self.appearances, threshold)
+            self._keys[threshold] = dict(zip([e.event_key for e in self.events], people))
+        return self._keys[threshold]
 
 
 def analyse(labels: list[str]) -> list[Video]:
@@ -85,7 +94,7 @@ def totals(videos: list[Video], threshold: float) -> dict[str, Any]:
     """The videos' pair counts at ``threshold`` and the two shares."""
     total = {"same": 0, "same_linked": 0, "different": 0, "different_linked": 0}
     for video in videos:
-        keys = dict(zip([e.event_key for e in video.events], people_of(video.events, video.appearances, threshold)))
+        keys = video.keys(threshold)
         for name, value in pair_counts(video, keys).items():
             total[name] += value
     return with_shares(total)
@@ -136,7 +145,7 @@ def sample_check(videos: list[Video], threshold: float) -> dict[str, Any]:
     """The curly-haired woman's two appearances: their keys, and who else shares them."""
     name, first, second = SAMPLE
     video = next(v for v in videos if v.name == name)
-    keys = dict(zip([e.event_key for e in video.events], people_of(video.events, video.appearances, threshold)))
+    keys = video.keys(threshold)
     by_label = {m.label.id: m.event_key for m in video.matches}
     mine = {keys[k] for k in (by_label[first], by_label[second]) if k is not None}
     sharing = sorted(k for k, key in keys.items() if key in mine)
@@ -154,7 +163,7 @@ def coverage(videos: list[Video], threshold: float, min_score: float) -> dict[st
     tallies = {"appearance": [0, 0], "person": [0, 0]}  # answered, right
     labels = 0
     for video in videos:
-        keys = dict(zip([e.event_key for e in video.events], people_of(video.events, video.appearances, threshold)))
+        keys = video.keys(threshold)
         for m in video.matches:
             if not m.label.judgeable:
                 continue
